@@ -1,0 +1,134 @@
+"""Losses of S3VAE, numbered as in the paper.
+
+    L = L_VAE + λ1 L_SCC + λ2 L_DFP + λ3 L_MI                                   (eq. 9)
+
+All losses are per sequence, averaged over the minibatch. The reconstruction term -log p(x_t|z_f,z_t)
+is a Gaussian with fixed variance (squared error summed over pixels and frames, as in DSVAE and
+C-DSVAE) or a Bernoulli (binary cross-entropy), chosen by config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def kl_gaussians(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) elementwise."""
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
+
+
+def vae_loss(x, x_hat, zf_mu, zf_logvar, zt_mu, zt_logvar, pz_mu, pz_logvar, recon: str = "mse"):
+    """eq. 5: E_q[-sum_t log p(x_t|z_f,z_t)] + KL(q(z_f|x)||p(z_f)) + sum_t KL(q(z_t|x_<=t)||p(z_t|z_<t)).
+
+    Returns (reconstruction, KL_f, KL_t), each averaged over the batch.
+    """
+    B = x.shape[0]
+    if recon == "mse":
+        rec = F.mse_loss(x_hat, x, reduction="sum") / B
+    elif recon == "bce":
+        rec = F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="sum") / B
+    else:
+        raise ValueError(f"unknown reconstruction likelihood {recon!r}")
+    kl_f = kl_gaussians(zf_mu, zf_logvar, torch.zeros_like(zf_mu), torch.zeros_like(zf_logvar)).sum() / B
+    kl_t = kl_gaussians(zt_mu, zt_logvar, pz_mu, pz_logvar).sum() / B
+    return rec, kl_f, kl_t
+
+
+def scc_loss(zf: torch.Tensor, zf_pos: torch.Tensor, zf_neg: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """eq. 6: max(D(z_f, z_f^pos) - D(z_f, z_f^neg) + m, 0), D Euclidean; batch mean."""
+    d_pos = (zf - zf_pos).norm(dim=-1)
+    d_neg = (zf - zf_neg).norm(dim=-1)
+    return F.relu(d_pos - d_neg + margin).mean()
+
+
+def dfp_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "topk") -> torch.Tensor:
+    """§4.2: L(phi_a(z_t), y), cross-entropy for labels, MSE for regressed signals.
+
+    ``topk``: target (B, T', k) cell indices; the softmax over cells is trained towards the uniform
+    distribution on the k labelled cells (k = 1 is ordinary cross-entropy). ``binary``: target
+    (B, T') in {0, 1}. ``regression``: target (B, T', D). Logits (B, T', out). Mean over (B, T').
+    """
+    if kind == "topk":
+        logp = F.log_softmax(logits, dim=-1)
+        return -logp.gather(-1, target).mean(-1).mean()
+    if kind == "binary":
+        return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float())
+    if kind == "regression":
+        return F.mse_loss(logits, target.float())
+    raise ValueError(f"unknown DFP target kind {kind!r}")
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) elementwise (not summed)."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 / logvar.exp())
+
+
+def pairwise_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z(x_i) | x_j) for all pairs: z, mu, logvar (..., M, D) -> (..., M_i, M_j)."""
+    return log_normal(z.unsqueeze(-2), mu.unsqueeze(-3), logvar.unsqueeze(-3)).sum(-1)
+
+
+def mws_log_marginal(log_q_ij: torch.Tensor, dataset_size: int) -> torch.Tensor:
+    """eq. 8: log q(z(x_i)) ≈ log sum_j q(z(x_i)|x_j) - log(N M), from the (..., M, M) matrix."""
+    M = log_q_ij.shape[-1]
+    return torch.logsumexp(log_q_ij, dim=-1) - math.log(dataset_size * M)
+
+
+def mi_loss(zf, zf_mu, zf_logvar, zt, zt_mu, zt_logvar, dataset_size: int) -> torch.Tensor:
+    """eq. 7: sum_t [H(z_f) + H(z_t) - H(z_f, z_t)], entropies by minibatch weighted sampling (eq. 8).
+
+    zf* (M, Df); zt* (M, T, Dt). q(z_f, z_t | x) = q(z_f | x) q(z_t | x) (App. A), so the joint's
+    pairwise log-density is the sum of the two.
+    """
+    lq_f = pairwise_log_q(zf, zf_mu, zf_logvar)                       # (M, M)
+    zt, zt_mu, zt_logvar = (a.transpose(0, 1) for a in (zt, zt_mu, zt_logvar))  # (T, M, Dt)
+    lq_t = pairwise_log_q(zt, zt_mu, zt_logvar)                       # (T, M, M)
+    log_qf = mws_log_marginal(lq_f, dataset_size)                     # (M,)
+    log_qt = mws_log_marginal(lq_t, dataset_size)                     # (T, M)
+    log_qft = mws_log_marginal(lq_f.unsqueeze(0) + lq_t, dataset_size)  # (T, M)
+    # H(z) = -E[log q(z)]  =>  H_f + H_t - H_ft = E[log q_ft - log q_f - log q_t]
+    return (log_qft - log_qf.unsqueeze(0) - log_qt).mean(-1).sum()
+
+
+def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,
+               lambda_scc: float, lambda_dfp: float, lambda_mi: float, margin: float = 1.0,
+               recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1) -> tuple[torch.Tensor, dict]:
+    """eq. 9 for one minibatch x (B, T, C, H, W). A λ of 0 switches its term off (and skips its cost).
+
+    ``dfp_offset``: the labels cover frames dfp_offset..T-1 (flow labels start at the 2nd frame).
+    """
+    out = model(x)
+    rec, kl_f, kl_t = vae_loss(x, out["x_hat"], out["zf_mu"], out["zf_logvar"], out["zt_mu"],
+                               out["zt_logvar"], out["pz_mu"], out["pz_logvar"], recon)
+    total = rec + kl_f + kl_t
+    parts = {"recon": rec.detach(), "kl_f": kl_f.detach(), "kl_t": kl_t.detach()}
+    if lambda_scc > 0:
+        # positive: the same clip with its frames shuffled in time. The frame encoder acts per frame,
+        # so the shuffled clip's features are the permuted features; only LSTM_f runs again.
+        B, T = x.shape[:2]
+        perm = torch.argsort(torch.rand(B, T, device=x.device), dim=1)          # (B, T)
+        feats_pos = out["feats"].gather(1, perm[..., None].expand_as(out["feats"]))
+        mu_pos, logvar_pos, _ = model.static_posterior(feats_pos)
+        zf_pos = mu_pos + torch.randn_like(mu_pos) * torch.exp(0.5 * logvar_pos)
+        zf_neg = out["zf"].roll(1, dims=0)                                       # negative: another clip
+        scc = scc_loss(out["zf"], zf_pos, zf_neg, margin)
+        total = total + lambda_scc * scc
+        parts["scc"] = scc.detach()
+    if lambda_dfp > 0:
+        if dfp_target is None:
+            raise ValueError("lambda_dfp > 0 but the batch carries no DFP labels")
+        dfp = dfp_loss(out["dfp_logits"][:, dfp_offset:], dfp_target, dfp_kind)
+        total = total + lambda_dfp * dfp
+        parts["dfp"] = dfp.detach()
+    if lambda_mi > 0:
+        mi = mi_loss(out["zf"], out["zf_mu"], out["zf_logvar"], out["zt"], out["zt_mu"], out["zt_logvar"],
+                     dataset_size)
+        total = total + lambda_mi * mi
+        parts["mi"] = mi.detach()
+    parts["loss"] = total.detach()
+    return total, parts

@@ -1,0 +1,174 @@
+"""The S3VAE sequential VAE (Zhu et al., CVPR 2020, §3 and Appendix D, Table 4).
+
+Generative model (eq. 1-2):
+    p(z_f) = N(0, I)
+    p(z_t | z_<t) = N(mu_t, diag(sigma_t^2)),  [mu_t, sigma_t] = LSTM_prior(z_<t)
+    p(x_t | z_f, z_t) = decoder(z_f, z_t)
+Inference model (eq. 3-4):
+    q(z_f | x_1:T):  frame encoder -> LSTM_f(256) over the frame features -> its last output
+    q(z_t | x_<=t):  LSTM_t(256) over LSTM_f's outputs (both unidirectional, so causal in t)
+Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
+
+Shapes: B batch, T frames, C/H/W image, F frame-feature size, Df/Dt latent sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class S3VAEConfig:
+    channels: int = 3                       # d_img: 1 for SMMNIST, 3 for Sprites/MUG
+    image_size: int = 64
+    enc_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])       # Table 4
+    dec_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 128, 64])  # Table 4
+    feat_dim: int = 128                     # frame feature size (Table 4 encoder output)
+    hidden: int = 256                       # LSTM_f, LSTM_t and LSTM_prior hidden size (App. D)
+    z_f: int = 256                          # d_zf (App. D: 256 SMMNIST/Sprites, 8 MUG)
+    z_t: int = 32                           # d_zt (App. D: 32 SMMNIST/Sprites, 128 MUG)
+    dfp_out: int = 9                        # phi_a outputs: G*G flow cells, 3 landmark gaps, ...
+    dfp_hidden: int = 256
+
+    def __post_init__(self):
+        if self.image_size != 4 * 2 ** len(self.enc_widths):
+            raise ValueError(f"image_size {self.image_size} needs {len(self.enc_widths)} stride-2 encoder layers "
+                             f"to reach 4x4; got enc_widths={self.enc_widths}")
+        if self.image_size != 4 * 2 ** (len(self.dec_widths) - 1):
+            raise ValueError(f"image_size {self.image_size} needs len(dec_widths)-1 upsamplings from 4x4; "
+                             f"got dec_widths={self.dec_widths}")
+
+
+class FrameEncoder(nn.Module):
+    """Table 4 encoder: [4x4 conv s2, BN, lReLU(0.2)] x n, then 4x4 conv s1 -> feat_dim, BN, Tanh."""
+
+    def __init__(self, cfg: S3VAEConfig):
+        super().__init__()
+        layers, c_in = [], cfg.channels
+        for w in cfg.enc_widths:
+            layers += [nn.Conv2d(c_in, w, 4, 2, 1), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
+            c_in = w
+        layers += [nn.Conv2d(c_in, cfg.feat_dim, 4, 1, 0), nn.BatchNorm2d(cfg.feat_dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, F)
+        return self.net(x).flatten(1)
+
+
+class FrameDecoder(nn.Module):
+    """Table 4 decoder: z as a 1x1 map -> 4x4 convT -> [upsample, 3x3 conv, BN, ReLU] x n -> 1x1 conv, sigmoid."""
+
+    def __init__(self, cfg: S3VAEConfig):
+        super().__init__()
+        w0 = cfg.dec_widths[0]
+        layers = [nn.ConvTranspose2d(cfg.z_f + cfg.z_t, w0, 4, 1, 0), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)]
+        c_in = w0
+        for w in cfg.dec_widths[1:]:
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, w, 3, 1, 1),
+                       nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c_in = w
+        layers += [nn.Conv2d(c_in, cfg.channels, 1, 1, 0), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, Df+Dt) -> (N, C, H, W)
+        return self.net(z[:, :, None, None])
+
+
+class GaussianHead(nn.Module):
+    """Linear map to the mean and log-variance of a diagonal Gaussian."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.fc = nn.Linear(d_in, 2 * d_out)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.fc(h).chunk(2, dim=-1)
+        return mu, logvar
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+class S3VAE(nn.Module):
+    def __init__(self, cfg: S3VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = FrameEncoder(cfg)
+        self.decoder = FrameDecoder(cfg)
+        self.lstm_f = nn.LSTM(cfg.feat_dim, cfg.hidden, batch_first=True)   # psi_f^Encoder
+        self.zf_head = GaussianHead(cfg.hidden, cfg.z_f)
+        self.lstm_t = nn.LSTM(cfg.hidden, cfg.hidden, batch_first=True)     # psi_R^Encoder
+        self.zt_head = GaussianHead(cfg.hidden, cfg.z_t)
+        self.lstm_prior = nn.LSTM(cfg.z_t, cfg.hidden, batch_first=True)    # phi_R^prior
+        self.prior_head = GaussianHead(cfg.hidden, cfg.z_t)
+        self.dfp = nn.Sequential(nn.Linear(cfg.z_t, cfg.dfp_hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(cfg.dfp_hidden, cfg.dfp_out))     # phi_a, §4.2
+
+    # --- inference -------------------------------------------------------------------------
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        B, T = x.shape[:2]
+        return self.encoder(x.flatten(0, 1)).view(B, T, -1)  # (B*T, C, H, W) -> (B, T, F)
+
+    def static_posterior(self, feats: torch.Tensor):
+        """q(z_f | x_1:T) from frame features (B, T, F); also returns LSTM_f's outputs (B, T, hidden)."""
+        h, _ = self.lstm_f(feats)
+        mu, logvar = self.zf_head(h[:, -1])  # the last step has read the whole sequence
+        return mu, logvar, h
+
+    def dynamic_posterior(self, h: torch.Tensor):
+        """q(z_t | x_<=t) for every t: (B, T, Dt) each; causal because both LSTMs run forward."""
+        g, _ = self.lstm_t(h)
+        return self.zt_head(g)
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.frame_features(x)
+        zf_mu, zf_logvar, h = self.static_posterior(feats)
+        zt_mu, zt_logvar = self.dynamic_posterior(h)
+        return {"feats": feats, "zf_mu": zf_mu, "zf_logvar": zf_logvar, "zt_mu": zt_mu, "zt_logvar": zt_logvar}
+
+    # --- prior ------------------------------------------------------------------------------
+    def prior(self, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(z_t | z_<t) for every t given a whole sequence z_1:T (teacher forcing): (B, T, Dt) each."""
+        z_prev = torch.cat([torch.zeros_like(zt[:, :1]), zt[:, :-1]], dim=1)  # z_0 = 0
+        g, _ = self.lstm_prior(z_prev)
+        return self.prior_head(g)
+
+    @torch.no_grad()
+    def sample_zt(self, batch: int, T: int, device=None) -> torch.Tensor:
+        """z_1:T ~ p(z_1:T), one step at a time: (B, T, Dt)."""
+        z = torch.zeros(batch, 1, self.cfg.z_t, device=device)
+        state, out = None, []
+        for _ in range(T):
+            g, state = self.lstm_prior(z, state)
+            mu, logvar = self.prior_head(g)
+            z = reparameterize(mu, logvar)
+            out.append(z)
+        return torch.cat(out, dim=1)
+
+    # --- generation -------------------------------------------------------------------------
+    def decode(self, zf: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
+        """x_t = Decoder(z_f, z_t): zf (B, Df), zt (B, T, Dt) -> (B, T, C, H, W)."""
+        B, T = zt.shape[:2]
+        z = torch.cat([zf[:, None].expand(-1, T, -1), zt], dim=-1).flatten(0, 1)  # (B*T, Df+Dt)
+        return self.decoder(z).view(B, T, *self.decoder_shape)
+
+    @property
+    def decoder_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything the losses of eq. 5-9 need, for clips x (B, T, C, H, W) in [0, 1]."""
+        out = self.encode(x)
+        out["zf"] = reparameterize(out["zf_mu"], out["zf_logvar"])
+        out["zt"] = reparameterize(out["zt_mu"], out["zt_logvar"])
+        out["pz_mu"], out["pz_logvar"] = self.prior(out["zt"])
+        out["x_hat"] = self.decode(out["zf"], out["zt"])
+        out["dfp_logits"] = self.dfp(out["zt"])  # (B, T, dfp_out)
+        return out
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

@@ -1,0 +1,192 @@
+"""Training loop for S3VAE: deterministic, checkpointed every epoch, resumable.
+
+    python -m s3vae.train --clips train_0.h5 train_1.h5 --flow flow_0.h5 flow_1.h5 \
+        --model-config model.json --train-config train.json --out model.pt --ckpt-dir ckpt/
+
+A run writes ``ckpt_dir/last.pt`` (model, optimiser, epoch, RNG state, loss history) after every
+epoch and ``ckpt_dir/losses.csv`` as it goes; a killed run started again with the same arguments
+resumes from ``last.pt``. Checkpoints are plain tensors and primitives, loaded with
+``weights_only=True``. The final ``out`` file holds the weights and both configs.
+
+Determinism: the epoch's shuffling comes from a generator seeded by (seed, epoch), and the global
+torch RNG state (reparameterisation noise, SCC shuffles) is saved in the checkpoint, so a resumed
+run continues the same random stream as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from s3vae.data import ClipDataset, batch_of
+from s3vae.losses import s3vae_loss
+from s3vae.model import S3VAE, S3VAEConfig
+from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
+
+LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1000                 # App. D
+    batch_size: int = 16               # App. D
+    lr: float = 1e-3                   # App. D, Adam(0.9, 0.999)
+    lambda_scc: float = 1000.0         # λ1, App. D
+    lambda_dfp: float = 100.0          # λ2
+    lambda_mi: float = 1.0             # λ3
+    margin: float = 1.0                # m in eq. 6
+    recon: str = "mse"                 # -log p(x|z): "mse" (Gaussian) or "bce" (Bernoulli)
+    dfp_key: str = "flow_labels"       # which pseudo-label dataset L_DFP reads
+    dfp_kind: str = "topk"             # topk (cross-entropy), binary, regression (MSE)
+    dfp_offset: int = 1                # first frame the DFP labels cover (flow: frame 2)
+    seed: int = 1
+    device: str = "auto"
+    threads: int = 0                   # torch CPU threads (0: leave torch's default)
+    preload: bool = True               # read shards into RAM once (small datasets) vs lazy per worker
+    num_workers: int = 0
+    max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]  # drop_last
+
+
+def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str | Path, ckpt_dir: str | Path,
+          model_cfg: S3VAEConfig, cfg: TrainConfig, log=print) -> dict:
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    uses_dfp = cfg.lambda_dfp > 0
+    data = ClipDataset(clip_shards, label_shards if uses_dfp else {}, preload=cfg.preload)
+    if len(data) < cfg.batch_size:
+        raise ValueError(f"{len(data)} training clips is fewer than one batch of {cfg.batch_size}")
+    N = len(data)
+
+    seed_everything(cfg.seed)
+    model = S3VAE(model_cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    history: list[dict] = []
+    start_epoch = 0
+    last = ckpt_dir / "last.pt"
+    if last.exists():
+        ck = load_checkpoint(last)
+        if ck["model_config"] != asdict(model_cfg) or ck["train_config"] != asdict(cfg):
+            raise ValueError(f"{last}: checkpoint was written with a different configuration; "
+                             f"delete {ckpt_dir} to start over")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in ck:
+            torch.cuda.set_rng_state(ck["rng_cuda"])
+        start_epoch, history = ck["epoch"], ck["history"]
+        log(f"resumed from {last} at epoch {start_epoch}")
+    log(f"training on {device} with {N} clips, {sum(p.numel() for p in model.parameters())} parameters, "
+        f"torch threads {torch.get_num_threads()}")
+
+    csv_path = ckpt_dir / "losses.csv"
+    with open(csv_path, "w", newline="") as fh:  # rewritten from history so a resume never duplicates rows
+        w = csv.DictWriter(fh, fieldnames=("epoch", *LOSS_COLUMNS, "seconds"))
+        w.writeheader()
+        w.writerows(history)
+
+    loader_kw = dict(batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0 = time.time()
+        batches = _epoch_order(N, cfg.batch_size, cfg.seed, epoch)
+        if cfg.max_steps_per_epoch:
+            batches = batches[:cfg.max_steps_per_epoch]
+        loader = torch.utils.data.DataLoader(_Batches(data, batches), **loader_kw)
+        sums = {k: 0.0 for k in LOSS_COLUMNS}
+        bar = tqdm(loader, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        for batch in bar:
+            x = batch["frames"].to(device, non_blocking=True)
+            y = batch[cfg.dfp_key].to(device) if uses_dfp else None
+            loss, parts = s3vae_loss(model, x, y, dataset_size=N, lambda_scc=cfg.lambda_scc,
+                                     lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi, margin=cfg.margin,
+                                     recon=cfg.recon, dfp_kind=cfg.dfp_kind, dfp_offset=cfg.dfp_offset)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: {parts}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in parts.items():
+                sums[k] += float(v)
+            bar.set_postfix(loss=f"{float(loss):.1f}", refresh=False)
+        row = {"epoch": epoch + 1, **{k: sums[k] / len(batches) for k in LOSS_COLUMNS},
+               "seconds": round(time.time() - t0, 2)}
+        history.append(row)
+        with open(csv_path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=row.keys()).writerow(row)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+              "history": history, "rng_cpu": torch.get_rng_state(),
+              "model_config": asdict(model_cfg), "train_config": asdict(cfg)}
+        if device.type == "cuda":
+            ck["rng_cuda"] = torch.cuda.get_rng_state()
+        atomic_torch_save(ck, last)
+
+    final = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
+             "history": history, "dataset_size": N}
+    atomic_torch_save(final, out)
+    return final
+
+
+class _Batches(torch.utils.data.Dataset):
+    """A dataset whose items are whole batches (lists of clip indices), so workers read batches."""
+
+    def __init__(self, data: ClipDataset, batches: list[list[int]]):
+        self.data, self.batches = data, batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return batch_of(self.data, self.batches[i])
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> S3VAE:
+    ck = torch.load(path, map_location=device, weights_only=True)
+    model = S3VAE(S3VAEConfig(**ck["model_config"])).to(device)
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="train S3VAE (resumes from CKPT_DIR/last.pt if present)")
+    p.add_argument("--clips", nargs="+", required=True, help="training clip shards")
+    p.add_argument("--labels", nargs="*", default=[], help="row-aligned pseudo-label shards (DFP)")
+    p.add_argument("--model-config", required=True, help="JSON file or string of S3VAEConfig fields")
+    p.add_argument("--train-config", required=True, help="JSON file or string of TrainConfig fields")
+    p.add_argument("--out", required=True)
+    p.add_argument("--ckpt-dir", required=True)
+    a = p.parse_args(argv)
+
+    def _json(s):
+        return json.loads(Path(s).read_text()) if Path(s).exists() else json.loads(s)
+
+    tcfg = from_dict(TrainConfig, _json(a.train_config))
+    train(a.clips, {tcfg.dfp_key: a.labels} if a.labels else {}, a.out, a.ckpt_dir,
+          from_dict(S3VAEConfig, _json(a.model_config)), tcfg)
+
+
+if __name__ == "__main__":
+    main()

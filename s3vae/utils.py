@@ -1,0 +1,53 @@
+"""Small shared helpers: devices, seeding, atomic saves, config dataclasses from dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` = CUDA when present, else CPU; the rule asks for a GPU but must run without one."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """Save via a temporary file and rename, so a kill never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def from_dict(cls, d: dict | None):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys with a clear error."""
+    d = dict(d or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**d)
+
+
+def redirect_output(log_path: str | os.PathLike) -> None:
+    """Send this process's stdout and stderr (prints, tqdm, tracebacks) to ``log_path``."""
+    import sys
+
+    fh = open(log_path, "w", buffering=1)
+    sys.stdout = sys.stderr = fh
+    os.dup2(fh.fileno(), 1)
+    os.dup2(fh.fileno(), 2)

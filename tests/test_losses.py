@@ -1,0 +1,100 @@
+"""Losses of eq. 5-9 against values computed by hand or by slow independent implementations."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from s3vae.losses import (dfp_loss, kl_gaussians, log_normal, mi_loss, mws_log_marginal, pairwise_log_q,
+                          scc_loss, vae_loss)
+
+
+def test_kl_of_identical_gaussians_is_zero():
+    mu, logvar = torch.randn(4, 7), torch.randn(4, 7)
+    assert torch.allclose(kl_gaussians(mu, logvar, mu, logvar), torch.zeros(4, 7), atol=1e-6)
+
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mq, lq, mp, lp = (torch.randn(5, 3, generator=g) for _ in range(4))
+    ref = kl_divergence(Normal(mq, (0.5 * lq).exp()), Normal(mp, (0.5 * lp).exp()))
+    assert torch.allclose(kl_gaussians(mq, lq, mp, lp), ref, atol=1e-5)
+    assert (kl_gaussians(mq, lq, mp, lp) > 0).all()
+
+
+def test_vae_loss_terms_by_hand():
+    x = torch.zeros(2, 3, 1, 2, 2)
+    x_hat = torch.full_like(x, 0.5)
+    zf_mu, zf_lv = torch.zeros(2, 4), torch.zeros(2, 4)          # KL to N(0, I) = 0
+    zt_mu, zt_lv = torch.ones(2, 3, 5), torch.zeros(2, 3, 5)
+    pz_mu, pz_lv = torch.zeros(2, 3, 5), torch.zeros(2, 3, 5)     # KL = 0.5 * mu^2 per dim
+    rec, kl_f, kl_t = vae_loss(x, x_hat, zf_mu, zf_lv, zt_mu, zt_lv, pz_mu, pz_lv)
+    assert rec.item() == pytest.approx(3 * 4 * 0.25)               # per sequence: T*H*W pixels * 0.5^2
+    assert kl_f.item() == pytest.approx(0.0, abs=1e-7)
+    assert kl_t.item() == pytest.approx(3 * 5 * 0.5)
+
+
+def test_triplet_loss_zero_beyond_margin_and_linear_inside():
+    zf = torch.zeros(1, 2)
+    pos = torch.tensor([[0.5, 0.0]])
+    far_neg = torch.tensor([[3.0, 0.0]])            # d_pos - d_neg + 1 = 0.5 - 3 + 1 < 0
+    assert scc_loss(zf, pos, far_neg).item() == 0.0
+    near_neg = torch.tensor([[0.0, 1.0]])           # 0.5 - 1 + 1 = 0.5
+    assert scc_loss(zf, pos, near_neg).item() == pytest.approx(0.5)
+    assert scc_loss(zf, pos, near_neg, margin=2.0).item() == pytest.approx(1.5)
+
+
+def test_dfp_topk1_is_cross_entropy_and_topk_averages():
+    logits = torch.randn(2, 3, 9)
+    y = torch.randint(0, 9, (2, 3, 1))
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), y.reshape(-1))
+    assert dfp_loss(logits, y).item() == pytest.approx(ce.item(), rel=1e-6)
+    y2 = torch.randint(0, 9, (2, 3, 2))
+    logp = torch.log_softmax(logits, -1)
+    by_hand = -sum(logp[b, t, y2[b, t, j]] for b in range(2) for t in range(3) for j in range(2)) / 12
+    assert dfp_loss(logits, y2).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def _brute_log_q(z, mu, logvar, N):
+    """log q(z(x_i)) by eq. 8 with explicit loops and torch.distributions."""
+    M = z.shape[0]
+    out = []
+    for i in range(M):
+        dens = [Normal(mu[j], (0.5 * logvar[j]).exp()).log_prob(z[i]).sum().exp() for j in range(M)]
+        out.append(torch.log(torch.stack(dens).sum()) - math.log(N * M))
+    return torch.stack(out)
+
+
+def test_mws_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    M, D, N = 5, 3, 100
+    mu, logvar = torch.randn(M, D, generator=g, dtype=torch.float64), 0.3 * torch.randn(M, D, generator=g, dtype=torch.float64)
+    z = mu + torch.randn(M, D, generator=g, dtype=torch.float64) * (0.5 * logvar).exp()
+    fast = mws_log_marginal(pairwise_log_q(z, mu, logvar), N)
+    assert torch.allclose(fast, _brute_log_q(z, mu, logvar, N), atol=1e-9)
+
+
+def test_mi_loss_matches_brute_force():
+    g = torch.Generator().manual_seed(2)
+    M, T, Df, Dt, N = 4, 3, 2, 3, 50
+    f64 = dict(generator=g, dtype=torch.float64)
+    zf_mu, zf_lv = torch.randn(M, Df, **f64), 0.2 * torch.randn(M, Df, **f64)
+    zt_mu, zt_lv = torch.randn(M, T, Dt, **f64), 0.2 * torch.randn(M, T, Dt, **f64)
+    zf = zf_mu + 0.5 * torch.randn(M, Df, **f64)
+    zt = zt_mu + 0.5 * torch.randn(M, T, Dt, **f64)
+    expected = 0.0
+    for t in range(T):
+        log_qf = _brute_log_q(zf, zf_mu, zf_lv, N)
+        log_qt = _brute_log_q(zt[:, t], zt_mu[:, t], zt_lv[:, t], N)
+        joint = _brute_log_q(torch.cat([zf, zt[:, t]], -1), torch.cat([zf_mu, zt_mu[:, t]], -1),
+                             torch.cat([zf_lv, zt_lv[:, t]], -1), N)
+        h_f, h_t, h_ft = -log_qf.mean(), -log_qt.mean(), -joint.mean()
+        expected += h_f + h_t - h_ft                                  # eq. 7
+    got = mi_loss(zf, zf_mu, zf_lv, zt, zt_mu, zt_lv, N)
+    assert got.item() == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_log_normal_matches_torch():
+    z, mu, lv = torch.randn(6), torch.randn(6), torch.randn(6)
+    assert torch.allclose(log_normal(z, mu, lv), Normal(mu, (0.5 * lv).exp()).log_prob(z), atol=1e-5)

@@ -1,0 +1,24 @@
+# Training (resumable): checkpoints live outside the declared outputs, in
+# results/{dataset}/checkpoints/{variant}/seed{seed}/, so a killed job restarts from its last epoch.
+
+
+rule train_model:
+    input:
+        clips=lambda wc: clip_shards(wc.dataset, "train"),
+        labels=lambda wc: flow_shards(wc.dataset, "train"),
+    output:
+        model="results/{dataset}/models/{variant}/seed{seed}/model.pt",
+        losses="results/{dataset}/models/{variant}/seed{seed}/losses.csv",
+    params:
+        model_config=lambda wc: dataset_cfg(wc.dataset)["model"],
+        train_config=lambda wc: train_config(wc.dataset, wc.variant, wc.seed),
+        ckpt_dir="results/{dataset}/checkpoints/{variant}/seed{seed}",
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        LOGS + "/train_model/{variant}_seed{seed}.log",
+    benchmark:
+        BENCH + "/train_model/{variant}_seed{seed}.tsv"
+    script:
+        "../scripts/train_model.py"

@@ -1,0 +1,20 @@
+# Thin entry point for rule evaluate_model (logic: s3vae.evaluate).
+import json
+
+import torch
+
+from s3vae.evaluate import evaluate_model, load_judge
+from s3vae.train import load_model
+from s3vae.utils import pick_device, redirect_output
+
+redirect_output(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+ds, ev = snakemake.params.dataset, snakemake.params.evaluate
+device = pick_device(ev["device"])
+static = [k for k in ds["labels"] if k not in ds["dynamic_labels"]]
+res = evaluate_model(load_model(snakemake.input.model, device), load_judge(snakemake.input.judge, device),
+                     snakemake.input.test, static, list(ds["dynamic_labels"]), batch_size=ev["batch_size"],
+                     seed=ev["seed"], device=device)
+print(json.dumps(res, indent=2))
+with open(snakemake.output[0], "w") as fh:
+    json.dump(res, fh, indent=2)

@@ -1,0 +1,10 @@
+# Thin entry point for rule train_judge (logic: s3vae.evaluate).
+from s3vae.evaluate import JudgeConfig, train_judge
+from s3vae.utils import redirect_output
+
+redirect_output(snakemake.log[0])
+ds, jc = snakemake.params.dataset, dict(snakemake.params.judge)
+cfg = JudgeConfig(channels=ds["model"]["channels"], image_size=ds["model"]["image_size"], frames=ds["frames"],
+                  heads=ds["labels"], dynamic=ds["dynamic_labels"], width=jc.pop("width"))
+train_judge(snakemake.input.train, snakemake.input.test, snakemake.output.judge, snakemake.output.metrics, cfg,
+            threads=snakemake.threads, **jc)
