@@ -113,12 +113,12 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
         batches = _batches(len(train_data), batch_size, True, g)
         for idx in tqdm(batches, desc=f"judge epoch {epoch + 1}/{epochs}", file=sys.stderr, mininterval=30):
             b = batch_of(train_data, idx)
-            out = judge(b["frames"].to(dev))
-            loss = sum(F.cross_entropy(out[k], b[k].to(dev)) for k in cfg.heads)
+            logits = judge(b["frames"].to(dev))
+            loss = sum(F.cross_entropy(logits[k], b[k].to(dev)) for k in cfg.heads)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         log(f"judge epoch {epoch + 1}: mean loss {total / len(batches):.4f}")
     metrics = {"test_accuracy": judge_accuracy(judge, test_data, dev),
                "train_accuracy": judge_accuracy(judge, train_data, dev),

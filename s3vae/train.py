@@ -60,6 +60,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# Settings that may change between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers")
+
+
+def _resume_key(train_config: dict) -> dict:
+    return {k: v for k, v in train_config.items() if k not in RESUMABLE_CHANGES}
+
+
 def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
@@ -87,7 +95,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     last = ckpt_dir / "last.pt"
     if last.exists():
         ck = load_checkpoint(last)
-        if ck["model_config"] != asdict(model_cfg) or ck["train_config"] != asdict(cfg):
+        if ck["model_config"] != asdict(model_cfg) or _resume_key(ck["train_config"]) != _resume_key(asdict(cfg)):
             raise ValueError(f"{last}: checkpoint was written with a different configuration; "
                              f"delete {ckpt_dir} to start over")
         model.load_state_dict(ck["model"])
@@ -130,7 +138,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
             opt.step()
             for k, v in parts.items():
                 sums[k] += float(v)
-            bar.set_postfix(loss=f"{float(loss):.1f}", refresh=False)
+            bar.set_postfix(loss=f"{parts['loss']:.1f}", refresh=False)
         row = {"epoch": epoch + 1, **{k: sums[k] / len(batches) for k in LOSS_COLUMNS},
                "seconds": round(time.time() - t0, 2)}
         history.append(row)
