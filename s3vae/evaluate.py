@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
 from s3vae.model import S3VAE
-from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import atomic_torch_save, pick_device, seed_everything
 
 
 # --- judge ------------------------------------------------------------------------------------
@@ -181,10 +180,9 @@ def evaluate_model(model: S3VAE, judge: Judge, test_shards, static_labels: list[
                 labels[k].append(b[k].numpy())
     per_label = {k: appendix_c_metrics(np.concatenate(probs[k]), np.concatenate(labels[k])) for k in probs}
     result = {"per_label": per_label, "n_test": len(data)}
-    if dynamic_labels:
-        result["dynamic"] = {m: float(np.mean([per_label[k][m] for k in dynamic_labels])) for m in per_label[dynamic_labels[0]]}
-    if static_labels:
-        result["static"] = {m: float(np.mean([per_label[k][m] for k in static_labels])) for m in per_label[static_labels[0]]}
+    for group, names in (("dynamic", dynamic_labels), ("static", static_labels)):
+        if names:  # mean over the labels of the group (e.g. Sprites' four attributes)
+            result[group] = {m: float(np.mean([per_label[k][m] for k in names])) for m in per_label[names[0]]}
     return result
 
 

@@ -6,8 +6,16 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from s3vae.losses import (dfp_loss, kl_gaussians, log_normal, mi_loss, mws_log_marginal, pairwise_log_q,
-                          scc_loss, vae_loss)
+from s3vae.losses import (
+    dfp_loss,
+    kl_gaussians,
+    log_normal,
+    mi_loss,
+    mws_log_marginal,
+    pairwise_log_q,
+    scc_loss,
+    vae_loss,
+)
 
 
 def test_kl_of_identical_gaussians_is_zero():
@@ -69,8 +77,9 @@ def _brute_log_q(z, mu, logvar, N):
 def test_mws_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     M, D, N = 5, 3, 100
-    mu, logvar = torch.randn(M, D, generator=g, dtype=torch.float64), 0.3 * torch.randn(M, D, generator=g, dtype=torch.float64)
-    z = mu + torch.randn(M, D, generator=g, dtype=torch.float64) * (0.5 * logvar).exp()
+    f64 = dict(generator=g, dtype=torch.float64)
+    mu, logvar = torch.randn(M, D, **f64), 0.3 * torch.randn(M, D, **f64)
+    z = mu + torch.randn(M, D, **f64) * (0.5 * logvar).exp()
     fast = mws_log_marginal(pairwise_log_q(z, mu, logvar), N)
     assert torch.allclose(fast, _brute_log_q(z, mu, logvar, N), atol=1e-9)
 

@@ -9,8 +9,15 @@ import pytest
 from PIL import Image
 
 from s3vae.datasets import sprites
-from s3vae.datasets.sprites import (SpritesError, attributes_of, build_shard, character_clips, fetch_layers,
-                                    load_sheet, split_characters)
+from s3vae.datasets.sprites import (
+    SpritesError,
+    attributes_of,
+    build_shard,
+    character_clips,
+    fetch_layers,
+    load_sheet,
+    split_characters,
+)
 
 
 def test_split_is_the_upstream_seed_423_permutation():

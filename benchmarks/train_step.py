@@ -1,0 +1,82 @@
+"""Median S3VAE training-step time (forward, all four losses, backward, Adam step).
+
+    python benchmarks/train_step.py                       # paper size: 64x64, Table 4, batch 16, T=8
+    python benchmarks/train_step.py --config quick        # the quick CPU configuration (32x32)
+    python benchmarks/train_step.py --profile             # add a torch.profiler table of the top ops
+
+Prints one table row per loss set (VAE only / all four losses) with the median and the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from s3vae.losses import s3vae_loss
+from s3vae.model import S3VAE, S3VAEConfig
+
+CONFIGS = {
+    "paper": S3VAEConfig(),  # Table 4 widths, 64x64, (d_zf, d_zt) = (256, 32)
+    "quick": S3VAEConfig(image_size=32, enc_widths=[16, 32, 64], dec_widths=[64, 32, 16, 16]),
+}
+
+
+def step_times(model, opt, x, y, lambdas, n, warmup):
+    times = []
+    for i in range(warmup + n):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss, _ = s3vae_loss(model, x, y, dataset_size=9000, lambda_scc=lambdas[0], lambda_dfp=lambdas[1],
+                             lambda_mi=lambdas[2])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", choices=sorted(CONFIGS), default="paper")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--profile", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    cfg = CONFIGS[a.config]
+    dev = torch.device(a.device)
+    model = S3VAE(cfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(a.batch, a.frames, cfg.channels, cfg.image_size, cfg.image_size, device=dev)
+    y = torch.randint(0, cfg.dfp_out, (a.batch, a.frames - 1, 1), device=dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"# {a.config}: {cfg.image_size}x{cfg.image_size}, enc {cfg.enc_widths}, dec {cfg.dec_widths}, "
+          f"{n_params / 1e6:.1f} M parameters, batch {a.batch} x {a.frames} frames, device {dev}, "
+          f"threads {torch.get_num_threads()}")
+    print("| losses | median s/step | min | max | steps/s |")
+    print("|---|---|---|---|---|")
+    for name, lam in (("L_VAE only", (0, 0, 0)), ("all four (eq. 9)", (1000, 100, 1))):
+        t = step_times(model, opt, x, y, lam, a.steps, a.warmup)
+        med = statistics.median(t)
+        print(f"| {name} | {med:.4f} | {min(t):.4f} | {max(t):.4f} | {1 / med:.2f} |")
+    if a.profile:
+        from torch.profiler import profile
+        with profile() as prof:
+            step_times(model, opt, x, y, (1000, 100, 1), 3, 0)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
