@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +55,7 @@ class TrainConfig:
     preload: bool = True               # read shards into RAM once (small datasets) vs lazy per worker
     num_workers: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
+    amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU); "none": float32
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -60,7 +63,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers")
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers", "amp")
 
 
 def _resume_key(train_config: dict) -> dict:
@@ -74,7 +77,12 @@ def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[in
 
 
 def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str | Path, ckpt_dir: str | Path,
-          model_cfg: S3VAEConfig, cfg: TrainConfig, log=print) -> dict:
+          model_cfg: S3VAEConfig, cfg: TrainConfig, log=print, on_step=None) -> dict:
+    """Train, resuming from ``ckpt_dir/last.pt`` if present; returns the final weights and history.
+
+    ``on_step(epoch, step)`` is called after every optimiser step (progress hooks, tests).
+    SIGTERM/SIGUSR1 make the loop finish its current step, checkpoint, and raise TrainingInterrupted.
+    """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -90,7 +98,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     model = S3VAE(model_cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, start_step, start_sums = 0, 0, None
     last = ckpt_dir / "last.pt"
     if last.exists():
         ck = load_checkpoint(last)
@@ -103,7 +111,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         if device.type == "cuda" and "rng_cuda" in ck:
             torch.cuda.set_rng_state(ck["rng_cuda"])
         start_epoch, history = ck["epoch"], ck["history"]
-        log(f"resumed from {last} at epoch {start_epoch}")
+        start_step, start_sums = ck.get("step", 0), ck.get("sums")
+        log(f"resumed from {last} at epoch {start_epoch}, step {start_step}")
     log(f"training on {device} with {N} clips, {sum(p.numel() for p in model.parameters())} parameters, "
         f"torch threads {torch.get_num_threads()}")
 
@@ -113,48 +122,105 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         w.writeheader()
         w.writerows(history)
 
-    loader_kw = dict(batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        t0 = time.time()
-        batches = _epoch_order(N, cfg.batch_size, cfg.seed, epoch)
-        if cfg.max_steps_per_epoch:
-            batches = batches[:cfg.max_steps_per_epoch]
-        loader = torch.utils.data.DataLoader(_Batches(data, batches), **loader_kw)
-        sums = {k: 0.0 for k in LOSS_COLUMNS}
-        bar = tqdm(loader, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        for batch in bar:
-            x = batch["frames"].to(device, non_blocking=True)
-            y = batch[cfg.dfp_key].to(device) if uses_dfp else None
-            loss, parts = s3vae_loss(model, x, y, dataset_size=N, lambda_scc=cfg.lambda_scc,
-                                     lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi, margin=cfg.margin,
-                                     recon=cfg.recon, dfp_kind=cfg.dfp_kind, dfp_offset=cfg.dfp_offset)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: {parts}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in parts.items():
-                sums[k] += float(v)
-            bar.set_postfix(loss=f"{parts['loss']:.1f}", refresh=False)
-        row = {"epoch": epoch + 1, **{k: sums[k] / len(batches) for k in LOSS_COLUMNS},
-               "seconds": round(time.time() - t0, 2)}
-        history.append(row)
-        with open(csv_path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=row.keys()).writerow(row)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-              "history": history, "rng_cpu": torch.get_rng_state(),
-              "model_config": asdict(model_cfg), "train_config": asdict(cfg)}
-        if device.type == "cuda":
-            ck["rng_cuda"] = torch.cuda.get_rng_state()
-        atomic_torch_save(ck, last)
+    # the loader gets its own generator: creating its iterator must not draw from the global RNG,
+    # or a run resumed mid-epoch would continue a different random stream
+    loader_kw = dict(batch_size=None, num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+    stop = _StopOnSignal()
+    with stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            t0 = time.time()
+            batches = _epoch_order(N, cfg.batch_size, cfg.seed, epoch)
+            if cfg.max_steps_per_epoch:
+                batches = batches[:cfg.max_steps_per_epoch]
+            # a resumed, interrupted epoch skips the batches it already trained on
+            done = start_step if epoch == start_epoch else 0
+            sums = dict(start_sums) if epoch == start_epoch and start_sums else {k: 0.0 for k in LOSS_COLUMNS}
+            loader = torch.utils.data.DataLoader(_Batches(data, batches[done:]), **loader_kw)
+            bar = tqdm(loader, total=len(batches) - done, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
+            for step, batch in enumerate(bar, start=done):
+                x = batch["frames"].to(device, non_blocking=True)
+                y = batch[cfg.dfp_key].to(device) if uses_dfp else None
+                with amp:
+                    loss, parts = s3vae_loss(model, x, y, dataset_size=N, lambda_scc=cfg.lambda_scc,
+                                             lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi,
+                                             margin=cfg.margin, recon=cfg.recon, dfp_kind=cfg.dfp_kind,
+                                             dfp_offset=cfg.dfp_offset)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in parts.items():
+                    sums[k] += float(v)
+                bar.set_postfix(loss=f"{parts['loss']:.1f}", refresh=False)
+                if on_step is not None:
+                    on_step(epoch, step)
+                if stop.signum is not None and step + 1 < len(batches):
+                    # SLURM sends SIGTERM before a kill or requeue: save mid-epoch and leave
+                    atomic_torch_save(_checkpoint(model, opt, device, epoch, step + 1, sums, history,
+                                                  model_cfg, cfg), last)
+                    log(f"signal {stop.signum}: saved {last} at epoch {epoch + 1}, step {step + 1}; exiting")
+                    raise TrainingInterrupted(stop.signum)
+            row = {"epoch": epoch + 1, **{k: sums[k] / len(batches) for k in LOSS_COLUMNS},
+                   "seconds": round(time.time() - t0, 2)}
+            history.append(row)
+            with open(csv_path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=row.keys()).writerow(row)
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            atomic_torch_save(_checkpoint(model, opt, device, epoch + 1, 0, None, history, model_cfg, cfg), last)
+            if stop.signum is not None and epoch + 1 < cfg.epochs:
+                log(f"signal {stop.signum}: saved {last} after epoch {epoch + 1}; exiting")
+                raise TrainingInterrupted(stop.signum)
 
     final = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
              "history": history, "dataset_size": N}
     atomic_torch_save(final, out)
     return final
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a signal-triggered checkpoint; the process should exit non-zero and be restarted."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by signal {signum}; checkpoint saved")
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """Context manager recording SIGTERM/SIGUSR1 instead of dying, so the loop can checkpoint first."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _checkpoint(model, opt, device, epoch, step, sums, history, model_cfg, cfg) -> dict:
+    """Everything a resumed run needs: ``epoch`` epochs done plus ``step`` batches of the next one."""
+    ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+          "history": history, "rng_cpu": torch.get_rng_state(), "model_config": asdict(model_cfg),
+          "train_config": asdict(cfg)}
+    if sums is not None:
+        ck["sums"] = dict(sums)
+    if device.type == "cuda":
+        ck["rng_cuda"] = torch.cuda.get_rng_state()
+    return ck
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -191,8 +257,11 @@ def main(argv: list[str] | None = None) -> None:
         return json.loads(Path(s).read_text()) if Path(s).exists() else json.loads(s)
 
     tcfg = from_dict(TrainConfig, _json(a.train_config))
-    train(a.clips, {tcfg.dfp_key: a.labels} if a.labels else {}, a.out, a.ckpt_dir,
-          from_dict(S3VAEConfig, _json(a.model_config)), tcfg)
+    try:
+        train(a.clips, {tcfg.dfp_key: a.labels} if a.labels else {}, a.out, a.ckpt_dir,
+              from_dict(S3VAEConfig, _json(a.model_config)), tcfg)
+    except TrainingInterrupted as e:
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

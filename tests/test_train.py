@@ -70,3 +70,32 @@ def test_training_reduces_the_loss(shards, tmp_path):
                 log=lambda *_: None)
     hist = out["history"]
     assert hist[-1]["recon"] < hist[0]["recon"]
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resumes_bit_identically(shards, tmp_path):
+    """What SLURM does before a kill or requeue: SIGTERM mid-epoch, then the job starts again."""
+    import os
+    import signal
+
+    from s3vae.train import TrainingInterrupted
+
+    clips, labels = shards
+    straight = train(clips, labels, tmp_path / "a.pt", tmp_path / "ck_a", MODEL, cfg(epochs=2), log=lambda *_: None)
+
+    def kill_at(epoch, step):
+        if (epoch, step) == (1, 0):          # during epoch 2, after its first of 3 batches
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    msgs = []
+    with pytest.raises(TrainingInterrupted):
+        train(clips, labels, tmp_path / "b.pt", tmp_path / "ck_b", MODEL, cfg(epochs=2), log=msgs.append,
+              on_step=kill_at)
+    assert not (tmp_path / "b.pt").exists()
+    ck = load_checkpoint(tmp_path / "ck_b/last.pt")
+    assert (ck["epoch"], ck["step"]) == (1, 1)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL     # handler restored
+    resumed = train(clips, labels, tmp_path / "b.pt", tmp_path / "ck_b", MODEL, cfg(epochs=2), log=msgs.append)
+    assert any("resumed" in m and "step 1" in m for m in msgs)
+    for k, v in straight["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert straight["history"][1]["loss"] == pytest.approx(resumed["history"][1]["loss"], rel=1e-12)
