@@ -22,3 +22,8 @@ rule all:
     default_target: True
     input:
         [f"results/{ds}/table1.csv" for ds in config["targets"]],
+        [
+            f"results/{ds}/figures/{variant}_seed{config['seeds'][0]}/swap.png"
+            for ds in config["targets"]
+            for variant in config["table1"]["rows"]
+        ],

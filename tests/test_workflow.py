@@ -46,7 +46,11 @@ def test_tiny_pipeline_writes_table1(tiny_run):
             assert r[m] != "" and float(r[m]) >= 0, m
         assert 1.0 <= float(r["IS"]) <= 9.0
     # every rule left a benchmark and a log; training checkpointed and logged losses per epoch
-    assert len(list((tiny_run / "results/sprites/benchmarks").rglob("*.tsv"))) == 13
+    assert len(list((tiny_run / "results/sprites/benchmarks").rglob("*.tsv"))) == 15
+    for variant in ("baseline", "full"):
+        figs = tiny_run / f"results/sprites/figures/{variant}_seed1"
+        assert {p.name for p in figs.iterdir()} == {"swap.png", "swap.gif", "fixed_static.png",
+                                                     "fixed_dynamic.png", "samples.png"}
     ckpt = tiny_run / "results/sprites/checkpoints/full/seed1/last.pt"
     assert ckpt.exists()
     losses = (tiny_run / "results/sprites/models/full/seed1/losses.csv").read_text().splitlines()

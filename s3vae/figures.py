@@ -1,0 +1,94 @@
+"""Qualitative figures of the paper, from a trained model and real test clips.
+
+* ``swap``: representation swapping (Fig. 4, 10, 12, 14): the first row holds real clips giving z_1:T,
+  the first column real clips giving z_f; cell (i, j) is decoded from z_f of row i and z_1:T of column j.
+  Each cell shows one frame; ``swap_video`` writes the whole clips as an animated GIF.
+* ``fixed_static``: z_f of one clip kept, z_1:T sampled from the prior (Fig. 7a, 11a): one clip per row.
+* ``fixed_dynamic``: z_1:T of one clip kept, z_f ~ N(0, I) (Fig. 11b): one clip per row.
+* ``samples``: unconditional samples, z_f ~ N(0, I) and z_1:T ~ p(z_1:T) (Fig. 5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from s3vae.model import S3VAE
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(..., C, H, W) in [0, 1] -> (..., H, W, 3) uint8."""
+    a = (x.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
+    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
+
+
+def _grid(cells: np.ndarray, pad: int = 2) -> np.ndarray:
+    """cells (R, C, H, W, 3) -> one image with ``pad`` pixels of white between cells."""
+    R, C, H, W, _ = cells.shape
+    out = np.full((R * (H + pad) + pad, C * (W + pad) + pad, 3), 255, np.uint8)
+    for r in range(R):
+        for c in range(C):
+            y, x = pad + r * (H + pad), pad + c * (W + pad)
+            out[y:y + H, x:x + W] = cells[r, c]
+    return out
+
+
+def _save(img: np.ndarray, path: str | Path, scale: int) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(img)
+    im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST).save(path)
+
+
+@torch.no_grad()
+def swap_grid(model: S3VAE, static_clips: torch.Tensor, dynamic_clips: torch.Tensor, frame: int = 0):
+    """Clips (R, T, ...) and (C, T, ...) -> generated (R, C, T, C, H, W) plus the encodings used."""
+    es, ed = model.encode(static_clips), model.encode(dynamic_clips)
+    R, C = len(static_clips), len(dynamic_clips)
+    zf = es["zf_mu"].repeat_interleave(C, 0)            # (R*C, Df): row i's static
+    zt = ed["zt_mu"].repeat(R, 1, 1)                     # (R*C, T, Dt): column j's dynamics
+    return model.decode(zf, zt).view(R, C, *dynamic_clips.shape[1:])
+
+
+@torch.no_grad()
+def write_figures(model: S3VAE, clips: torch.Tensor, out_dir: str | Path, n: int = 6, seed: int = 0,
+                  scale: int = 2) -> list[Path]:
+    """All four figures for ``clips`` (N >= 2n, T, C, H, W); returns the files written."""
+    torch.manual_seed(seed)
+    model.eval()
+    out_dir = Path(out_dir)
+    static, dynamic = clips[:n], clips[n:2 * n]
+    T = clips.shape[1]
+    written = []
+    # swapping: header row = dynamic sources (first frame shown per cell), header column = static sources
+    gen = swap_grid(model, static, dynamic)                                 # (n, n, T, C, H, W)
+    t_show = T // 2
+    cells = np.zeros((n + 1, n + 1, *_to_uint8(clips[0, 0]).shape), np.uint8)
+    cells[0, 0] = 255
+    cells[0, 1:] = _to_uint8(dynamic[:, t_show])
+    cells[1:, 0] = _to_uint8(static[:, t_show])
+    cells[1:, 1:] = _to_uint8(gen[:, :, t_show])
+    _save(_grid(cells), out_dir / "swap.png", scale)
+    frames = []
+    for t in range(T):
+        cells[0, 1:] = _to_uint8(dynamic[:, t])
+        cells[1:, 0] = _to_uint8(static[:, t])
+        cells[1:, 1:] = _to_uint8(gen[:, :, t])
+        im = Image.fromarray(_grid(cells))
+        frames.append(im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST))
+    frames[0].save(out_dir / "swap.gif", save_all=True, append_images=frames[1:], duration=150, loop=0)
+    written += [out_dir / "swap.png", out_dir / "swap.gif"]
+    enc = model.encode(clips[:1])
+    # fixed z_f, sampled z_1:T (rows: samples; columns: time)
+    zt = model.sample_zt(n, T)
+    _save(_grid(_to_uint8(model.decode(enc["zf_mu"].expand(n, -1), zt))), out_dir / "fixed_static.png", scale)
+    # fixed z_1:T, sampled z_f
+    zf = torch.randn(n, model.cfg.z_f)
+    _save(_grid(_to_uint8(model.decode(zf, enc["zt_mu"].expand(n, -1, -1)))), out_dir / "fixed_dynamic.png", scale)
+    # unconditional samples
+    _save(_grid(_to_uint8(model.decode(torch.randn(n, model.cfg.z_f), model.sample_zt(n, T)))),
+          out_dir / "samples.png", scale)
+    written += [out_dir / f"{k}.png" for k in ("fixed_static", "fixed_dynamic", "samples")]
+    return written

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# A real one-node SLURM cluster on localhost (Debian's slurmctld/slurmd/munge, one fake GPU gres),
+# the tiny pipeline run through workflow/profiles/slurm with Snakemake's SLURM executor, and checks:
+#   * every job of the DAG went through sbatch (job ids in Snakemake's log and in slurmctld's log);
+#   * results/sprites/table1.csv equals the one of a local run of the same configuration.
+# Every daemon started here is stopped by PID on exit, also on failure; every wait has a hard timeout.
+# Needs root (writes /etc/slurm/) and $S3VAE_DATA_MIRROR; run by .ci/run after the tests.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+WORK="$(mktemp -d /tmp/s3vae-slurm.XXXXXX)"
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  if [ $rc -ne 0 ]; then
+    echo "--- slurmctld log (tail) ---"; tail -n 30 "$WORK/slurmctld.log" 2>/dev/null || true
+    echo "--- slurmd log (tail) ---"; tail -n 30 "$WORK/slurmd.log" 2>/dev/null || true
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+t_start=$(date +%s)
+
+# 1. packages (Debian) and the executor plugin (PyPI)
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  timeout 600 apt-get update -qq
+  timeout 600 apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+fi
+timeout 300 "$PY" -m pip install -q "snakemake-executor-plugin-slurm>=2.7.1,<3"
+
+# 2. munge
+mkdir -p "$WORK/munge" && chmod 700 "$WORK/munge"
+mungekey --create --keyfile="$WORK/munge/munge.key" --force
+chmod 400 "$WORK/munge/munge.key"
+SOCK="$WORK/munge/munge.socket"
+munged -F --force --key-file="$WORK/munge/munge.key" --socket="$SOCK" --pid-file="$WORK/munge/munged.pid" \
+  --seed-file="$WORK/munge/seed" --log-file="$WORK/munge/munged.log" &
+PIDS+=($!)
+
+# 3. slurm.conf at /etc/slurm (the executor's job step clears SLURM_CONF)
+mkdir -p /etc/slurm "$WORK/spool/ctld" "$WORK/spool/d"
+[ -f /etc/slurm/slurm.conf ] && cp /etc/slurm/slurm.conf "$WORK/slurm.conf.orig"
+cat > /etc/slurm/slurm.conf <<CONF
+ClusterName=s3vae-test
+SlurmctldHost=localhost
+AuthType=auth/munge
+AuthInfo=socket=$SOCK
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MinJobAge=300
+ReturnToService=2
+GresTypes=gpu
+StateSaveLocation=$WORK/spool/ctld
+SlurmdSpoolDir=$WORK/spool/d
+SlurmctldPidFile=$WORK/slurmctld.pid
+SlurmdPidFile=$WORK/slurmd.pid
+SlurmctldLogFile=$WORK/slurmctld.log
+SlurmdLogFile=$WORK/slurmd.log
+SlurmctldDebug=info
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=16000 Gres=gpu:1 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+CONF
+echo "NodeName=localhost Name=gpu File=/dev/null Count=1" > /etc/slurm/gres.conf
+slurmctld -D -i &
+PIDS+=($!)
+slurmd -D -N localhost &
+PIDS+=($!)
+for i in $(seq 1 60); do
+  if sinfo -h -o '%t' 2>/dev/null | grep -qE '^(idle|mix)'; then break; fi
+  [ "$i" = 60 ] && { echo "error: the node did not come up"; sinfo || true; exit 1; }
+  sleep 1
+done
+echo "cluster up: $(sinfo -h -o '%P %t %G')"
+
+# 4. the tiny pipeline, locally and through SLURM, in two copies of the workflow
+for d in local slurm; do
+  mkdir -p "$WORK/$d"
+  cp -r "$ROOT/Snakefile" "$ROOT/workflow" "$ROOT/config" "$WORK/$d/"
+  cp "$ROOT/tests/tiny_config.yaml" "$WORK/$d/tiny.yaml"
+done
+SMK=("$PY" -m snakemake --configfile tiny.yaml)
+(cd "$WORK/local" && timeout -s KILL 600 "${SMK[@]}" --cores 2 > "$WORK/local.log" 2>&1)
+t_slurm=$(date +%s)
+# the test cluster has one partition; threads as in the local run so that the numbers can be equal
+(cd "$WORK/slurm" && timeout -s KILL 900 "${SMK[@]}" --workflow-profile "$ROOT/workflow/profiles/slurm" \
+  --slurm-no-account --slurm-status-command squeue --slurm-init-seconds-before-status-checks 1 \
+  --default-resources slurm_partition=debug mem_mb=1000 runtime=30 \
+  --set-resources train_model:slurm_partition=debug train_judge:slurm_partition=debug \
+    evaluate_model:slurm_partition=debug train_model:mem_mb=2000 train_judge:mem_mb=2000 \
+    evaluate_model:mem_mb=2000 compute_flow_labels:mem_mb=1000 \
+  --set-threads train_model=1 train_judge=1 evaluate_model=1 --jobs 4 > "$WORK/slurm.log" 2>&1) \
+  || { tail -n 60 "$WORK/slurm.log"; exit 1; }
+t_end=$(date +%s)
+
+# 5. checks
+# remote jobs print "rule x:", jobs run in the main process (all) print "localrule x:"
+n_remote=$(grep -cE '^\s*rule [a-z_]+:' "$WORK/slurm.log" || true)
+n_allocated=$(grep -c 'sched: Allocate JobId=' "$WORK/slurmctld.log" || true)
+echo "jobs submitted by Snakemake: $n_remote; jobs allocated by slurmctld: $n_allocated"
+grep -E 'SLURM (run|job) ?ID|slurm jobid|jobid [0-9]+' "$WORK/slurm.log" | head -3 || true
+if [ "$n_remote" -lt 10 ] || [ "$n_allocated" -lt "$n_remote" ]; then
+  echo "error: expected every one of the >= 10 remote jobs to go through sbatch"; exit 1
+fi
+if ! cmp "$WORK/local/results/sprites/table1.csv" "$WORK/slurm/results/sprites/table1.csv"; then
+  echo "error: table1.csv differs between the local and the SLURM run"
+  diff "$WORK/local/results/sprites/table1.csv" "$WORK/slurm/results/sprites/table1.csv" || true
+  exit 1
+fi
+echo "SLURM test passed: $n_remote jobs through sbatch, table1.csv identical to the local run;" \
+  "SLURM run $((t_end - t_slurm)) s, whole test $((t_end - t_start)) s"
+[ -f "$WORK/slurm.conf.orig" ] && cp "$WORK/slurm.conf.orig" /etc/slurm/slurm.conf
+exit 0
