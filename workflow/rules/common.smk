@@ -1,5 +1,4 @@
 # Shared helpers: config validation, wildcard constraints, shard lists.
-import json
 import os
 
 from snakemake.utils import validate
@@ -39,8 +38,8 @@ def variant_cfg(variant):
     return config["variants"][variant]
 
 
-def train_config(dataset, variant, seed):
-    """TrainConfig fields for one (dataset, variant, seed): train defaults, then the variant's λ's."""
+def train_config(variant, seed):
+    """TrainConfig fields for one (variant, seed): train defaults, then the variant's λ's."""
     cfg = dict(config["train"])
     cfg.update(variant_cfg(variant))
     cfg["seed"] = int(seed)

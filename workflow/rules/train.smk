@@ -11,7 +11,7 @@ rule train_model:
         losses="results/{dataset}/models/{variant}/seed{seed}/losses.csv",
     params:
         model_config=lambda wc: dataset_cfg(wc.dataset)["model"],
-        train_config=lambda wc: train_config(wc.dataset, wc.variant, wc.seed),
+        train_config=lambda wc: train_config(wc.variant, wc.seed),
         ckpt_dir="results/{dataset}/checkpoints/{variant}/seed{seed}",
     threads: config["train"]["threads"]
     resources:
