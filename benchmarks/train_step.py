@@ -57,7 +57,7 @@ def main():
     torch.manual_seed(0)
     cfg = CONFIGS[a.config]
     dev = torch.device(a.device)
-    model = S3VAE(cfg).to(dev)
+    model = S3VAE(cfg).to(dev).to(memory_format=torch.channels_last)  # as in training
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(a.batch, a.frames, cfg.channels, cfg.image_size, cfg.image_size, device=dev)
     y = torch.randint(0, cfg.dfp_out, (a.batch, a.frames - 1, 1), device=dev)

@@ -70,3 +70,25 @@ def test_bad_widths_rejected():
         tiny_cfg(enc_widths=[8, 8, 8])
     with pytest.raises(ValueError, match="upsamplings"):
         tiny_cfg(dec_widths=[8, 8])
+
+
+def test_fused_upsample_conv_equals_upsample_then_conv():
+    from s3vae.model import UpsampleConv2d
+
+    torch.manual_seed(0)
+    fused = UpsampleConv2d(5, 7).double()
+    fused.fused = True                       # the phase form (used for wide layers)
+    plain = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"),
+                                torch.nn.Conv2d(5, 7, 3, 1, 1)).double()
+    plain[1].load_state_dict(fused.state_dict())
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    y1, y2 = fused(x), plain(x)
+    assert y1.shape == (3, 7, 8, 12)
+    assert torch.allclose(y1, y2, atol=1e-12)
+    g = torch.randn_like(y1)
+    g1 = torch.autograd.grad(y1, [x, fused.weight, fused.bias], g)
+    g2 = torch.autograd.grad(y2, [x, plain[1].weight, plain[1].bias], g)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)
+    fused.fused = False                      # the plain form (narrow layers) is the same function
+    assert torch.allclose(fused(x), y2, atol=1e-12)
