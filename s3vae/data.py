@@ -131,6 +131,7 @@ class ClipDataset(torch.utils.data.Dataset):
                         raise ShardError(f"{paths[s]}: '{key}' has {g[key].shape[0]} rows, {p} has {n} clips")
             self.index.extend((s, r) for r in range(n))
         self._files: dict[str, h5py.File] | None = None
+        self._datasets: dict[tuple[str, str], h5py.Dataset] | None = None
         self._mem: dict[str, np.ndarray] | None = None
         if preload:
             keys = ["frames"] + [f"labels/{k}" for k in self.label_names]
@@ -143,23 +144,25 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getstate__(self):  # h5py handles cannot be pickled: each worker reopens
         state = self.__dict__.copy()
-        state["_files"] = None
+        state["_files"] = state["_datasets"] = None
         return state
 
-    def _file(self, path: str) -> h5py.File:
+    def _dataset(self, path: str, key: str) -> h5py.Dataset:
+        """The h5py dataset ``key`` of ``path``, opened once per process (lookups are not free)."""
         if self._files is None:
-            self._files = {}
-        if path not in self._files:
-            self._files[path] = open_shard(path)
-        return self._files[path]
+            self._files, self._datasets = {}, {}
+        if (path, key) not in self._datasets:
+            if path not in self._files:
+                self._files[path] = open_shard(path)
+            self._datasets[path, key] = self._files[path][key]
+        return self._datasets[path, key]
 
     def _read(self, key: str, i: int) -> np.ndarray:
         if self._mem is not None:
             return self._mem[key][i]
         s, r = self.index[i]
-        if key in self.label_shards:
-            return self._file(self.label_shards[key][s])[key][r]
-        return self._file(self.clip_shards[s])[key][r]
+        path = self.label_shards[key][s] if key in self.label_shards else self.clip_shards[s]
+        return self._dataset(path, key)[r]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         frames = torch.from_numpy(np.ascontiguousarray(self._read("frames", i)))
