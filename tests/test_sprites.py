@@ -111,3 +111,25 @@ def test_real_shard(layers, tmp_path):
     assert frames[:, :, 0, 0].max() == 0
     assert frames[:, :, 8:24, 8:24].mean() > 10
     assert np.abs(frames[0, 1].astype(int) - frames[0, 0]).sum() > 0
+
+
+def test_download_path_over_http_verifies_checksums(mirror, tmp_path, monkeypatch):
+    """The real download code, against a local HTTP server holding the upstream files."""
+    import functools
+    import http.server
+    import threading
+
+    monkeypatch.delenv("S3VAE_DATA_MIRROR", raising=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror / "sprites-lpc"))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{{path}}"
+        dest = fetch_layers(tmp_path / "dl", url_template=url)
+        assert len(list(dest.rglob("*.png"))) == 25
+        with pytest.raises(SpritesError, match=r"download failed.*data mirror"):
+            fetch_layers(tmp_path / "dl2", url_template=url.replace("{path}", "missing/{path}"))
+        assert not list((tmp_path / "dl2").rglob("*.partial"))
+    finally:
+        server.shutdown()

@@ -70,11 +70,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def fetch_layers(dest: str | Path, mirror: str | Path | None = None, timeout: float = 60.0) -> Path:
+def fetch_layers(dest: str | Path, mirror: str | Path | None = None, timeout: float = 60.0,
+                 url_template: str | None = None) -> Path:
     """Place the 25 layer sheets the recipe needs under ``dest``, checksum-verified.
 
     From ``mirror/sprites-lpc/`` when a data mirror is set, else downloaded from the pinned
-    upstream commit. Each file goes to a temporary name first and is renamed once verified.
+    upstream commit (``url_template`` overrides the manifest's, e.g. for an institutional copy).
+    Each file goes to a temporary name first and is renamed once verified.
     """
     dest = Path(dest)
     man = manifest()
@@ -91,7 +93,7 @@ def fetch_layers(dest: str | Path, mirror: str | Path | None = None, timeout: fl
                 raise SpritesError(f"{src}: layer sheet missing from the data mirror {mirror}")
             shutil.copyfile(src, tmp)
         else:
-            url = man["url_template"].format(commit=man["commit"], path=rel)
+            url = (url_template or man["url_template"]).format(commit=man["commit"], path=rel)
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
                     shutil.copyfileobj(r, out)
