@@ -2,7 +2,7 @@
 
 * ``swap``: representation swapping (Fig. 4, 10, 12, 14): the first row holds real clips giving z_1:T,
   the first column real clips giving z_f; cell (i, j) is decoded from z_f of row i and z_1:T of column j.
-  Each cell shows one frame; ``swap_video`` writes the whole clips as an animated GIF.
+  The PNG shows the middle frame of every clip; ``swap.gif`` animates all frames.
 * ``fixed_static``: z_f of one clip kept, z_1:T sampled from the prior (Fig. 7a, 11a): one clip per row.
 * ``fixed_dynamic``: z_1:T of one clip kept, z_f ~ N(0, I) (Fig. 11b): one clip per row.
 * ``samples``: unconditional samples, z_f ~ N(0, I) and z_1:T ~ p(z_1:T) (Fig. 5).
@@ -36,15 +36,19 @@ def _grid(cells: np.ndarray, pad: int = 2) -> np.ndarray:
     return out
 
 
+def _scaled(img: np.ndarray, scale: int) -> Image.Image:
+    im = Image.fromarray(img)
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+
+
 def _save(img: np.ndarray, path: str | Path, scale: int) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(img)
-    im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST).save(path)
+    _scaled(img, scale).save(path)
 
 
 @torch.no_grad()
-def swap_grid(model: S3VAE, static_clips: torch.Tensor, dynamic_clips: torch.Tensor, frame: int = 0):
-    """Clips (R, T, ...) and (C, T, ...) -> generated (R, C, T, C, H, W) plus the encodings used."""
+def swap_grid(model: S3VAE, static_clips: torch.Tensor, dynamic_clips: torch.Tensor) -> torch.Tensor:
+    """Clips (R, T, ...) giving z_f and (C, T, ...) giving z_1:T -> generated clips (R, C, T, C, H, W)."""
     es, ed = model.encode(static_clips), model.encode(dynamic_clips)
     R, C = len(static_clips), len(dynamic_clips)
     zf = es["zf_mu"].repeat_interleave(C, 0)            # (R*C, Df): row i's static
@@ -62,23 +66,19 @@ def write_figures(model: S3VAE, clips: torch.Tensor, out_dir: str | Path, n: int
     static, dynamic = clips[:n], clips[n:2 * n]
     T = clips.shape[1]
     written = []
-    # swapping: header row = dynamic sources (first frame shown per cell), header column = static sources
+    # swapping: header row = z_1:T sources, header column = z_f sources, one grid per frame t
     gen = swap_grid(model, static, dynamic)                                 # (n, n, T, C, H, W)
-    t_show = T // 2
     cells = np.zeros((n + 1, n + 1, *_to_uint8(clips[0, 0]).shape), np.uint8)
     cells[0, 0] = 255
-    cells[0, 1:] = _to_uint8(dynamic[:, t_show])
-    cells[1:, 0] = _to_uint8(static[:, t_show])
-    cells[1:, 1:] = _to_uint8(gen[:, :, t_show])
-    _save(_grid(cells), out_dir / "swap.png", scale)
     frames = []
     for t in range(T):
         cells[0, 1:] = _to_uint8(dynamic[:, t])
         cells[1:, 0] = _to_uint8(static[:, t])
         cells[1:, 1:] = _to_uint8(gen[:, :, t])
-        im = Image.fromarray(_grid(cells))
-        frames.append(im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST))
-    frames[0].save(out_dir / "swap.gif", save_all=True, append_images=frames[1:], duration=150, loop=0)
+        frames.append(_grid(cells))
+    _save(frames[T // 2], out_dir / "swap.png", scale)
+    gif = [_scaled(f, scale) for f in frames]
+    gif[0].save(out_dir / "swap.gif", save_all=True, append_images=gif[1:], duration=150, loop=0)
     written += [out_dir / "swap.png", out_dir / "swap.gif"]
     enc = model.encode(clips[:1])
     # fixed z_f, sampled z_1:T (rows: samples; columns: time)

@@ -71,7 +71,8 @@ def _resume_key(train_config: dict) -> dict:
     return {k: v for k, v in train_config.items() if k not in RESUMABLE_CHANGES}
 
 
-def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches (clip indices) of one epoch: a permutation seeded by (seed, epoch), last partial batch dropped."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
     return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]  # drop_last
@@ -134,13 +135,13 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             t0 = time.time()
-            batches = _epoch_order(N, cfg.batch_size, cfg.seed, epoch)
+            batches = epoch_batches(N, cfg.batch_size, cfg.seed, epoch)
             if cfg.max_steps_per_epoch:
                 batches = batches[:cfg.max_steps_per_epoch]
             # a resumed, interrupted epoch skips the batches it already trained on
             done = start_step if epoch == start_epoch else 0
             sums = dict(start_sums) if epoch == start_epoch and start_sums else {k: 0.0 for k in LOSS_COLUMNS}
-            loader = torch.utils.data.DataLoader(_Batches(data, batches[done:]), **loader_kw)
+            loader = torch.utils.data.DataLoader(BatchDataset(data, batches[done:]), **loader_kw)
             bar = tqdm(loader, total=len(batches) - done, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
                        mininterval=1.0 if sys.stderr.isatty() else 30.0)
             for step, batch in enumerate(bar, start=done):
@@ -226,7 +227,7 @@ def _checkpoint(model, opt, device, epoch, step, sums, history, model_cfg, cfg) 
     return ck
 
 
-class _Batches(torch.utils.data.Dataset):
+class BatchDataset(torch.utils.data.Dataset):
     """A dataset whose items are whole batches (lists of clip indices), so workers read batches."""
 
     def __init__(self, data: ClipDataset, batches: list[list[int]]):
