@@ -107,8 +107,10 @@ t_end=$(date +%s)
 # 5. checks
 # every finished job but the target rule `all` (run in the main process) must have been a SLURM job
 n_remote=$(grep -E 'Finished jobid: [0-9]+ \(Rule: ' "$WORK/slurm.log" | grep -vc 'Rule: all)' || true)
-n_allocated=$(grep -c 'sched: Allocate JobId=' "$WORK/slurmctld.log" || true)
-echo "jobs finished (without all): $n_remote; jobs allocated by slurmctld: $n_allocated"
+# a job is started by the main scheduler ("sched: Allocate JobId=N") or by the backfill scheduler
+# ("sched/backfill: _start_job: Started JobId=N"); count the distinct jobs slurmctld saw complete with exit 0
+n_allocated=$(grep -oE '_job_complete: JobId=[0-9]+ WEXITSTATUS 0' "$WORK/slurmctld.log" | sort -u | wc -l)
+echo "jobs finished (without all): $n_remote; jobs completed with exit 0 in slurmctld: $n_allocated"
 grep -E 'SLURM (run|job) ?ID|slurm jobid|jobid [0-9]+' "$WORK/slurm.log" | head -3 || true
 if [ "$n_remote" -lt 10 ] || [ "$n_allocated" -ne "$n_remote" ]; then
   echo "error: expected each of the >= 10 jobs to be one SLURM allocation"; exit 1
