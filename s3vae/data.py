@@ -3,6 +3,7 @@
 Layout of a clip shard (one writer per file, written atomically):
 
     /frames              uint8 (N, T, H, W, C), chunks (1, T, H, W, C), lzf  -- read clip by clip
+                         (audio: float32 (N, T, D) feature frames, e.g. 80-d log-mel, same chunking)
     /labels/<name>       int64 (N,) or (N, K)                                 -- ground truth
     attrs                recipe name, its parameters (JSON), package versions
 
@@ -69,9 +70,12 @@ def write_attrs(f: h5py.File, recipe: str, params: dict) -> None:
 
 
 def create_frames(f: h5py.File, frames: np.ndarray) -> None:
-    """Store clips (N, T, H, W, C) uint8, one chunk per clip."""
-    if frames.dtype != np.uint8 or frames.ndim != 5:
-        raise ShardError(f"{f.filename}: frames must be uint8 (N,T,H,W,C), got {frames.dtype} {frames.shape}")
+    """Store clips, one chunk per clip: video uint8 (N, T, H, W, C) or audio features float32 (N, T, D)."""
+    video = frames.dtype == np.uint8 and frames.ndim == 5
+    audio = frames.dtype == np.float32 and frames.ndim == 3
+    if not (video or audio):
+        raise ShardError(f"{f.filename}: frames must be uint8 (N,T,H,W,C) or float32 (N,T,D), "
+                         f"got {frames.dtype} {frames.shape}")
     chunks = (1, *frames.shape[1:]) if len(frames) else None
     f.create_dataset("frames", data=frames, chunks=chunks, compression="lzf" if len(frames) else None)
 
@@ -105,7 +109,7 @@ def read_shards(paths: Sequence[str | os.PathLike], keys: Sequence[str]) -> dict
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of one split from clip shards, plus optional row-aligned pseudo-label shards.
 
-    Items are dicts: ``frames`` float32 (T, C, H, W) in [0, 1], every ``labels/*`` array, and, when
+    Items are dicts: ``frames`` float32 (T, C, H, W) in [0, 1] (audio: (T, D) as stored), every ``labels/*`` array, and, when
     given, the pseudo-labels. ``preload=True`` reads everything into RAM once (the quick CPU
     configuration); otherwise each worker opens the shards lazily and reads one chunk per clip.
     """
@@ -166,7 +170,10 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         frames = torch.from_numpy(np.ascontiguousarray(self._read("frames", i)))
-        item = {"frames": frames.permute(0, 3, 1, 2).float().div_(255.0)}  # (T,H,W,C) -> (T,C,H,W)
+        if frames.dtype == torch.uint8:  # video: (T,H,W,C) uint8 -> (T,C,H,W) float in [0, 1]
+            item = {"frames": frames.permute(0, 3, 1, 2).float().div_(255.0)}
+        else:  # audio feature frames (T, D), stored ready to use
+            item = {"frames": frames.float()}
         for k in self.label_names:
             item[k] = torch.as_tensor(self._read(f"labels/{k}", i))
         for k in self.label_shards:
