@@ -51,15 +51,18 @@ def dfp_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "topk") -> 
 
     ``topk``: target (B, T', k) cell indices; the softmax over cells is trained towards the uniform
     distribution on the k labelled cells (k = 1 is ordinary cross-entropy). ``binary``: target
-    (B, T') in {0, 1}. ``regression``: target (B, T', D). Logits (B, T', out). Mean over (B, T').
+    (B, T') in {0, 1}. ``regression``: target (B, T', D). ``clip``: target (B,) class per clip, predicted
+    from every z_t (the supervised reference baseline-sv with ground-truth labels). Logits (B, T', out). Mean over (B, T').
     """
     if kind == "topk":
         logp = F.log_softmax(logits, dim=-1)
         return -logp.gather(-1, target).mean(-1).mean()
+    if kind == "clip":  # one label per clip (ground-truth action/expression, baseline-sv): every frame predicts it
+        return F.cross_entropy(logits.flatten(0, 1), target[:, None].expand(logits.shape[:2]).flatten())
     if kind == "binary":
         return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float())
-    if kind == "regression":
-        return F.mse_loss(logits, target.float())
+    if kind == "regression":  # (B, T', D) signals; per-frame vectors stored as (B, T', a, b) are flattened
+        return F.mse_loss(logits, target.float().reshape(logits.shape))
     raise ValueError(f"unknown DFP target kind {kind!r}")
 
 

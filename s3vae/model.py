@@ -9,7 +9,16 @@ Inference model (eq. 3-4):
     q(z_t | x_<=t):  LSTM_t(256) over LSTM_f's outputs (both unidirectional, so causal in t)
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
-Shapes: B batch, T frames, C/H/W image, F frame-feature size, Df/Dt latent sizes.
+Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
+(80-d log-mel) in place of the conv stack (``modality="audio"``).
+
+DSVAE (Li & Mandt 2018), the paper's main baseline, in the same framework (``posterior=``):
+    ``dsvae-factorised``: q(z_f | x_1:T) from a BiLSTM, q(z_t | x_t) from each frame alone (an MLP);
+    ``dsvae-full``:       q(z_f | x_1:T) from a BiLSTM, q(z_t | x_1:T, z_f) from a BiLSTM over
+                          [frame features, z_f] followed by a forward RNN;
+both with the same LSTM prior p(z_t | z_<t) and decoder, trained with the ELBO only (λ's = 0).
+
+Shapes: B batch, T frames, C/H/W image (D audio features), F frame-feature size, Df/Dt latent sizes.
 """
 
 from __future__ import annotations
@@ -21,8 +30,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
+
+
 @dataclass
 class S3VAEConfig:
+    modality: str = "video"                 # "video" (conv encoder/decoder) or "audio" (MLP on feature frames)
+    posterior: str = "s3vae"                # "s3vae" | "dsvae-factorised" | "dsvae-full" (module docstring)
+    feat_in: int = 80                       # audio: feature-frame size D (80-d log-mel)
     channels: int = 3                       # d_img: 1 for SMMNIST, 3 for Sprites/MUG
     image_size: int = 64
     enc_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])       # Table 4
@@ -35,6 +50,12 @@ class S3VAEConfig:
     dfp_hidden: int = 256
 
     def __post_init__(self):
+        if self.posterior not in POSTERIORS:
+            raise ValueError(f"posterior must be one of {POSTERIORS}, got {self.posterior!r}")
+        if self.modality == "audio":
+            return
+        if self.modality != "video":
+            raise ValueError(f"modality must be 'video' or 'audio', got {self.modality!r}")
         if self.image_size != 4 * 2 ** len(self.enc_widths):
             raise ValueError(f"image_size {self.image_size} needs {len(self.enc_widths)} stride-2 encoder layers "
                              f"to reach 4x4; got enc_widths={self.enc_widths}")
@@ -116,6 +137,33 @@ class FrameDecoder(nn.Module):
         return self.net(z[:, :, None, None])
 
 
+class AudioFrameEncoder(nn.Module):
+    """Feature frame (D,) -> (F,): two FC layers, as the conv stack's role for spectrogram frames."""
+
+    def __init__(self, cfg: S3VAEConfig):
+        super().__init__()
+        h = cfg.dec_widths[0]
+        self.net = nn.Sequential(nn.Linear(cfg.feat_in, h), nn.LeakyReLU(0.2, inplace=True),
+                                 nn.Linear(h, h), nn.LeakyReLU(0.2, inplace=True),
+                                 nn.Linear(h, cfg.feat_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, F)
+        return self.net(x)
+
+
+class AudioFrameDecoder(nn.Module):
+    """(z_f, z_t) -> feature frame (D,); linear output: log-mel features are real-valued (Gaussian)."""
+
+    def __init__(self, cfg: S3VAEConfig):
+        super().__init__()
+        h = cfg.dec_widths[0]
+        self.net = nn.Sequential(nn.Linear(cfg.z_f + cfg.z_t, h), nn.LeakyReLU(0.2, inplace=True),
+                                 nn.Linear(h, h), nn.LeakyReLU(0.2, inplace=True), nn.Linear(h, cfg.feat_in))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, Df+Dt) -> (N, D)
+        return self.net(z)
+
+
 class GaussianHead(nn.Module):
     """Linear map to the mean and log-variance of a diagonal Gaussian."""
 
@@ -136,38 +184,71 @@ class S3VAE(nn.Module):
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = FrameEncoder(cfg)
-        self.decoder = FrameDecoder(cfg)
-        self.lstm_f = nn.LSTM(cfg.feat_dim, cfg.hidden, batch_first=True)   # psi_f^Encoder
-        self.zf_head = GaussianHead(cfg.hidden, cfg.z_f)
-        self.lstm_t = nn.LSTM(cfg.hidden, cfg.hidden, batch_first=True)     # psi_R^Encoder
-        self.zt_head = GaussianHead(cfg.hidden, cfg.z_t)
-        self.lstm_prior = nn.LSTM(cfg.z_t, cfg.hidden, batch_first=True)    # phi_R^prior
-        self.prior_head = GaussianHead(cfg.hidden, cfg.z_t)
+        audio = cfg.modality == "audio"
+        self.encoder = AudioFrameEncoder(cfg) if audio else FrameEncoder(cfg)
+        self.decoder = AudioFrameDecoder(cfg) if audio else FrameDecoder(cfg)
+        H = cfg.hidden
+        if cfg.posterior == "s3vae":
+            self.lstm_f = nn.LSTM(cfg.feat_dim, H, batch_first=True)                  # psi_f^Encoder
+            self.zf_head = GaussianHead(H, cfg.z_f)
+            self.lstm_t = nn.LSTM(H, H, batch_first=True)                             # psi_R^Encoder
+        else:  # DSVAE: z_f from a bidirectional LSTM over the frame features
+            self.lstm_f = nn.LSTM(cfg.feat_dim, H, batch_first=True, bidirectional=True)
+            self.zf_head = GaussianHead(2 * H, cfg.z_f)
+            if cfg.posterior == "dsvae-factorised":                                    # q(z_t | x_t)
+                self.zt_mlp = nn.Sequential(nn.Linear(cfg.feat_dim, H), nn.LeakyReLU(0.2, inplace=True))
+            else:                                                                      # q(z_t | x_1:T, z_f)
+                self.lstm_t = nn.LSTM(cfg.feat_dim + cfg.z_f, H, batch_first=True, bidirectional=True)
+                self.rnn_t = nn.RNN(2 * H, H, batch_first=True)
+        self.zt_head = GaussianHead(H, cfg.z_t)
+        self.lstm_prior = nn.LSTM(cfg.z_t, H, batch_first=True)                       # phi_R^prior
+        self.prior_head = GaussianHead(H, cfg.z_t)
         self.dfp = nn.Sequential(nn.Linear(cfg.z_t, cfg.dfp_hidden), nn.ReLU(inplace=True),
                                  nn.Linear(cfg.dfp_hidden, cfg.dfp_out))     # phi_a, §4.2
 
     # --- inference -------------------------------------------------------------------------
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         B, T = x.shape[:2]
-        return self.encoder(x.flatten(0, 1)).view(B, T, -1)  # (B*T, C, H, W) -> (B, T, F)
+        return self.encoder(x.flatten(0, 1)).view(B, T, -1)  # (B*T, C, H, W) or (B*T, D) -> (B, T, F)
 
     def static_posterior(self, feats: torch.Tensor):
         """q(z_f | x_1:T) from frame features (B, T, F); also returns LSTM_f's outputs (B, T, hidden)."""
         h, _ = self.lstm_f(feats)
-        mu, logvar = self.zf_head(h[:, -1])  # the last step has read the whole sequence
+        if self.cfg.posterior == "s3vae":
+            last = h[:, -1]  # the last step has read the whole sequence
+        else:  # BiLSTM: forward direction's last step and backward direction's first step
+            H = self.cfg.hidden
+            last = torch.cat([h[:, -1, :H], h[:, 0, H:]], dim=-1)
+        mu, logvar = self.zf_head(last)
         return mu, logvar, h
 
-    def dynamic_posterior(self, h: torch.Tensor):
-        """q(z_t | x_<=t) for every t: (B, T, Dt) each; causal because both LSTMs run forward."""
-        g, _ = self.lstm_t(h)
+    def dynamic_posterior(self, h: torch.Tensor, feats: torch.Tensor | None = None, zf: torch.Tensor | None = None):
+        """q(z_t | ...) for every t: (B, T, Dt) each.
+
+        S3VAE: q(z_t | x_<=t) from LSTM_t over LSTM_f's outputs h (causal: both run forward).
+        DSVAE factorised: q(z_t | x_t) from each frame's features; full: q(z_t | x_1:T, z_f).
+        """
+        if self.cfg.posterior == "s3vae":
+            g, _ = self.lstm_t(h)
+        elif self.cfg.posterior == "dsvae-factorised":
+            g = self.zt_mlp(feats)
+        else:
+            T = feats.shape[1]
+            u, _ = self.lstm_t(torch.cat([feats, zf[:, None].expand(-1, T, -1)], dim=-1))  # (B, T, 2H)
+            g, _ = self.rnn_t(u)
         return self.zt_head(g)
 
-    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode(self, x: torch.Tensor, sample_zf: bool = False) -> dict[str, torch.Tensor]:
+        """Posterior parameters. ``sample_zf``: also draw z_f (DSVAE-full conditions q(z_t) on that
+        draw); otherwise q(z_t) is conditioned on z_f's mean (evaluation)."""
         feats = self.frame_features(x)
         zf_mu, zf_logvar, h = self.static_posterior(feats)
-        zt_mu, zt_logvar = self.dynamic_posterior(h)
-        return {"feats": feats, "zf_mu": zf_mu, "zf_logvar": zf_logvar, "zt_mu": zt_mu, "zt_logvar": zt_logvar}
+        out = {"feats": feats, "zf_mu": zf_mu, "zf_logvar": zf_logvar}
+        zf = reparameterize(zf_mu, zf_logvar) if sample_zf else zf_mu
+        if sample_zf:
+            out["zf"] = zf
+        out["zt_mu"], out["zt_logvar"] = self.dynamic_posterior(h, feats, zf)
+        return out
 
     # --- prior ------------------------------------------------------------------------------
     def prior(self, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,19 +271,20 @@ class S3VAE(nn.Module):
 
     # --- generation -------------------------------------------------------------------------
     def decode(self, zf: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
-        """x_t = Decoder(z_f, z_t): zf (B, Df), zt (B, T, Dt) -> (B, T, C, H, W)."""
+        """x_t = Decoder(z_f, z_t): zf (B, Df), zt (B, T, Dt) -> (B, T, C, H, W) (audio: (B, T, D))."""
         B, T = zt.shape[:2]
         z = torch.cat([zf[:, None].expand(-1, T, -1), zt], dim=-1).flatten(0, 1)  # (B*T, Df+Dt)
         return self.decoder(z).view(B, T, *self.decoder_shape)
 
     @property
-    def decoder_shape(self) -> tuple[int, int, int]:
+    def decoder_shape(self) -> tuple[int, ...]:
+        if self.cfg.modality == "audio":
+            return (self.cfg.feat_in,)
         return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything the losses of eq. 5-9 need, for clips x (B, T, C, H, W) in [0, 1]."""
-        out = self.encode(x)
-        out["zf"] = reparameterize(out["zf_mu"], out["zf_logvar"])
+        out = self.encode(x, sample_zf=True)
         out["zt"] = reparameterize(out["zt_mu"], out["zt_logvar"])
         out["pz_mu"], out["pz_logvar"] = self.prior(out["zt"])
         out["x_hat"] = self.decode(out["zf"], out["zt"])

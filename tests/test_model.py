@@ -92,3 +92,54 @@ def test_fused_upsample_conv_equals_upsample_then_conv():
         assert torch.allclose(a, b, atol=1e-10)
     fused.fused = False                      # the plain form (narrow layers) is the same function
     assert torch.allclose(fused(x), y2, atol=1e-12)
+
+
+# --- audio frames and DSVAE posteriors (same framework) -----------------------------------------
+@pytest.mark.parametrize("posterior", ["s3vae", "dsvae-factorised", "dsvae-full"])
+@pytest.mark.parametrize("modality", ["video", "audio"])
+def test_every_posterior_and_modality_trains_with_all_losses(posterior, modality):
+    from s3vae.losses import s3vae_loss
+
+    torch.manual_seed(0)
+    if modality == "video":
+        cfg = S3VAEConfig(channels=1, image_size=16, enc_widths=[8, 8], dec_widths=[16, 8, 8], feat_dim=16,
+                          hidden=16, z_f=8, z_t=4, dfp_out=9, posterior=posterior)
+        x = torch.rand(4, 5, 1, 16, 16)
+    else:
+        cfg = S3VAEConfig(modality="audio", feat_in=80, dec_widths=[32], feat_dim=16, hidden=16, z_f=8, z_t=4,
+                          dfp_out=1, posterior=posterior)
+        x = torch.randn(4, 5, 80)
+    model = S3VAE(cfg)
+    out = model(x)
+    assert out["x_hat"].shape == x.shape
+    assert out["zt_mu"].shape == (4, 5, 4) and out["zf"].shape == (4, 8)
+    y = torch.randint(0, 9, (4, 4, 1)) if modality == "video" else torch.randint(0, 2, (4, 4))
+    loss, parts = s3vae_loss(model, x, y, dataset_size=100, lambda_scc=1.0, lambda_dfp=1.0, lambda_mi=1.0,
+                             dfp_kind="topk" if modality == "video" else "binary")
+    loss.backward()
+    assert torch.isfinite(loss) and {"scc", "dfp", "mi"} <= parts.keys()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_dsvae_factorised_posterior_of_z_t_reads_only_its_own_frame():
+    torch.manual_seed(0)
+    cfg = S3VAEConfig(channels=1, image_size=16, enc_widths=[8, 8], dec_widths=[16, 8, 8], feat_dim=16, hidden=16,
+                      z_f=8, z_t=4, posterior="dsvae-factorised")
+    model = S3VAE(cfg).eval()
+    x = torch.rand(2, 5, 1, 16, 16)
+    x2 = x.clone()
+    x2[:, 3] = torch.rand(2, 1, 16, 16)                  # change frame 4 only
+    a, b = model.encode(x)["zt_mu"], model.encode(x2)["zt_mu"]
+    assert torch.allclose(a[:, [0, 1, 2, 4]], b[:, [0, 1, 2, 4]]) and not torch.allclose(a[:, 3], b[:, 3])
+    # the full DSVAE posterior q(z_t | x_1:T, z_f) sees the whole clip: an earlier z_t changes too
+    full = S3VAE(S3VAEConfig(**{**cfg.__dict__, "posterior": "dsvae-full"})).eval()
+    assert not torch.allclose(full.encode(x)["zt_mu"][:, 0], full.encode(x2)["zt_mu"][:, 0])
+
+
+def test_clip_level_dfp_target_is_cross_entropy_on_every_frame():
+    from s3vae.losses import dfp_loss
+
+    logits = torch.randn(3, 4, 9)
+    y = torch.tensor([2, 0, 8])
+    expected = torch.nn.functional.cross_entropy(logits.reshape(12, 9), y.repeat_interleave(4))
+    assert torch.allclose(dfp_loss(logits, y, "clip"), expected)

@@ -1,9 +1,13 @@
-# Shared helpers: config validation, wildcard constraints, shard lists.
+# Shared helpers: config validation, wildcard constraints, shard lists, per-(dataset, variant) configs.
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.json")
+
+VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
+AUDIO = [ds for ds, c in config["datasets"].items() if c["modality"] == "audio"]
 
 
 wildcard_constraints:
@@ -18,8 +22,28 @@ LOGS = "results/{dataset}/logs"
 BENCH = "results/{dataset}/benchmarks"
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(names) if names else "(?!)"
+
+
 def dataset_cfg(dataset):
+    if dataset not in config["datasets"]:
+        raise WorkflowError(f"unknown dataset {dataset!r}; config datasets: {sorted(config['datasets'])}")
     return config["datasets"][dataset]
+
+
+def required_root(dataset):
+    """The user's copy of a licensed dataset (MUG, TIMIT): a clear error when it is not configured."""
+    root = dataset_cfg(dataset).get("root", "")
+    if not root:
+        raise WorkflowError(
+            f"datasets.{dataset}.root is not set: {dataset} is licensed and cannot be downloaded; point it at "
+            f"your copy, e.g. --config 'datasets={{\"{dataset}\": {{\"root\": \"/data/{dataset}\"}}}}' or in a "
+            f"--configfile (see README, 'Licensed datasets')")
+    if not os.path.isdir(root):
+        raise WorkflowError(f"datasets.{dataset}.root = {root!r} is not a folder")
+    return root
 
 
 def clip_shards(dataset, split):
@@ -27,24 +51,71 @@ def clip_shards(dataset, split):
     return [f"results/{dataset}/shards/{split}_{i}.h5" for i in range(n)]
 
 
-def flow_shards(dataset, split):
+def pseudolabel_shards(dataset, split):
+    """The shards of the pseudo-label stage that feeds this dataset's L_DFP (flow/landmarks/silence)."""
+    kind = dataset_cfg(dataset)["pseudolabel"]
     n = dataset_cfg(dataset)["n_shards"]
-    return [f"results/{dataset}/pseudolabels/flow/{split}_{i}.h5" for i in range(n)]
+    return [f"results/{dataset}/pseudolabels/{kind}/{split}_{i}.h5" for i in range(n)]
 
 
 def variant_cfg(variant):
     if variant not in config["variants"]:
-        raise ValueError(f"unknown variant {variant!r}; config variants: {sorted(config['variants'])}")
+        raise WorkflowError(f"unknown variant {variant!r}; config variants: {sorted(config['variants'])}")
     return config["variants"][variant]
 
 
-def train_config(variant, seed):
-    """TrainConfig fields for one (variant, seed): train defaults, then the variant's λ's."""
-    cfg = dict(config["train"])
-    cfg.update(variant_cfg(variant))
-    cfg["seed"] = int(seed)
+def uses_pseudolabels(dataset, variant):
+    v = variant_cfg(variant)
+    return v["lambda_dfp"] > 0 and v.get("dfp_labels", "pseudo") == "pseudo"
+
+
+def dfp_spec(dataset, variant):
+    """What L_DFP reads for this (dataset, variant): pseudo-labels, or ground truth for baseline-sv."""
+    ds = dataset_cfg(dataset)
+    if variant_cfg(variant).get("dfp_labels", "pseudo") == "ground_truth":
+        if "dfp_sv" not in ds:
+            raise WorkflowError(f"variant {variant!r} needs datasets.{dataset}.dfp_sv (ground-truth DFP labels)")
+        return ds["dfp_sv"]
+    return ds["dfp"]
+
+
+def train_config(dataset, variant, seed):
+    """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's, its DFP labels."""
+    cfg = {**config["train"], **config.get("train_overrides", {}).get(dataset, {})}
+    v = variant_cfg(variant)
+    cfg.update({k: v[k] for k in ("lambda_scc", "lambda_dfp", "lambda_mi")})
+    dfp = dfp_spec(dataset, variant)
+    cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
     return cfg
+
+
+def model_config(dataset, variant):
+    """S3VAEConfig fields: the dataset's model, the variant's posterior, phi_a's output size."""
+    cfg = dict(dataset_cfg(dataset)["model"])
+    cfg["posterior"] = variant_cfg(variant).get("posterior", "s3vae")
+    cfg["dfp_out"] = dfp_spec(dataset, variant)["out"]
+    return cfg
+
+
+def implemented(rows):
+    return [r for r in rows if r not in config.get("not_implemented", [])]
 
 
 def data_mirror():
     return config.get("data_mirror") or os.environ.get("S3VAE_DATA_MIRROR") or ""
+
+
+def dataset_targets(dataset):
+    """Everything `all` builds for one dataset: its tables and one set of figures per model."""
+    seed = config["seeds"][0]
+    if dataset in AUDIO:
+        rows = implemented(config["table3"]["rows"])
+        return [f"results/{dataset}/table3.csv"] + [
+            f"results/{dataset}/figures/{v}_seed{seed}/mel_swap.png" for v in rows
+        ]
+    rows = implemented(config["table1"]["rows"])
+    out = [f"results/{dataset}/table1.csv"]
+    if dataset in config["table2"]["datasets"]:
+        out.append(f"results/{dataset}/table2.csv")
+        rows = rows + [r for r in implemented(config["table2"]["rows"]) if r not in rows]
+    return out + [f"results/{dataset}/figures/{v}_seed{seed}/swap.png" for v in rows]

@@ -1,4 +1,5 @@
 # Raw data: download from the public upstream, or copy from the data mirror (offline machines).
+# MUG and TIMIT are licensed: their rules read the user's copy (datasets.<name>.root) directly.
 
 
 rule fetch_sprites_layers:
@@ -12,3 +13,29 @@ rule fetch_sprites_layers:
         "results/sprites/benchmarks/fetch_sprites_layers.tsv"
     script:
         "../scripts/fetch_sprites_layers.py"
+
+
+rule fetch_mnist:
+    output:
+        directory("data/raw/mnist"),
+    params:
+        mirror=data_mirror(),
+    log:
+        "results/smmnist/logs/fetch_mnist.log",
+    benchmark:
+        "results/smmnist/benchmarks/fetch_mnist.tsv"
+    script:
+        "../scripts/fetch_mnist.py"
+
+
+rule fetch_fsdd_recordings:
+    output:
+        directory("data/raw/fsdd"),
+    params:
+        mirror=data_mirror(),
+    log:
+        "results/fsdd/logs/fetch_fsdd_recordings.log",
+    benchmark:
+        "results/fsdd/benchmarks/fetch_fsdd_recordings.tsv"
+    script:
+        "../scripts/fetch_fsdd_recordings.py"

@@ -1,4 +1,5 @@
-# Evaluation: a judge trained on real clips with ground truth; Appendix C metrics on generated clips.
+# Evaluation. Video: a judge trained on real clips with ground truth scores generated clips
+# (Appendix C: Acc, IS, H(y|x), H(y)). Audio: speaker verification EER from z_f and from z_1:T (Table 3).
 
 
 rule train_judge:
@@ -11,6 +12,8 @@ rule train_judge:
     params:
         judge=lambda wc: config["judge"],
         dataset=lambda wc: dataset_cfg(wc.dataset),
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
     threads: config["train"]["threads"]
     resources:
         gpu=1,
@@ -32,6 +35,8 @@ rule evaluate_model:
     params:
         dataset=lambda wc: dataset_cfg(wc.dataset),
         evaluate=config["evaluate"],
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
     threads: config["train"]["threads"]
     resources:
         gpu=1,
@@ -41,3 +46,24 @@ rule evaluate_model:
         BENCH + "/evaluate_model/{variant}_seed{seed}.tsv"
     script:
         "../scripts/evaluate_model.py"
+
+
+rule evaluate_verification:
+    input:
+        model="results/{dataset}/models/{variant}/seed{seed}/model.pt",
+        test=lambda wc: clip_shards(wc.dataset, "test"),
+    output:
+        "results/{dataset}/eval/{variant}/seed{seed}.json",
+    params:
+        evaluate=config["evaluate"],
+    wildcard_constraints:
+        dataset=one_of(AUDIO),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        LOGS + "/evaluate_verification/{variant}_seed{seed}.log",
+    benchmark:
+        BENCH + "/evaluate_verification/{variant}_seed{seed}.tsv"
+    script:
+        "../scripts/evaluate_verification.py"

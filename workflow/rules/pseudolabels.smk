@@ -1,5 +1,6 @@
-# Pseudo-label stages (paper §4.2). Each is its own rule writing its own shards, so that
-# `snakemake --forcerun compute_flow_labels` recomputes only the labels and what depends on them.
+# Pseudo-label stages (paper §4.2). Each is its own rule writing its own shards, row-aligned with the
+# clip shards, so that `snakemake --forcerun compute_flow_labels` recomputes only those labels and
+# what depends on them.
 
 
 rule compute_flow_labels:
@@ -8,12 +9,46 @@ rule compute_flow_labels:
     output:
         "results/{dataset}/pseudolabels/flow/{split}_{shard}.h5",
     params:
-        method=config["pseudolabels"]["flow"]["method"],
-        grid=config["pseudolabels"]["flow"]["grid"],
-        topk=config["pseudolabels"]["flow"]["topk"],
+        flow=config["pseudolabels"]["flow"],
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
     log:
         LOGS + "/compute_flow_labels/{split}_{shard}.log",
     benchmark:
         BENCH + "/compute_flow_labels/{split}_{shard}.tsv"
     script:
         "../scripts/compute_flow_labels.py"
+
+
+rule compute_landmark_labels:
+    input:
+        "results/{dataset}/shards/{split}_{shard}.h5",
+    output:
+        "results/{dataset}/pseudolabels/landmarks/{split}_{shard}.h5",
+    params:
+        landmarks=config["pseudolabels"]["landmarks"],
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
+    log:
+        LOGS + "/compute_landmark_labels/{split}_{shard}.log",
+    benchmark:
+        BENCH + "/compute_landmark_labels/{split}_{shard}.tsv"
+    script:
+        "../scripts/compute_landmark_labels.py"
+
+
+rule compute_silence_labels:
+    input:
+        "results/{dataset}/shards/{split}_{shard}.h5",
+    output:
+        "results/{dataset}/pseudolabels/silence/{split}_{shard}.h5",
+    params:
+        silence=config["pseudolabels"]["silence"],
+    wildcard_constraints:
+        dataset=one_of(AUDIO),
+    log:
+        LOGS + "/compute_silence_labels/{split}_{shard}.log",
+    benchmark:
+        BENCH + "/compute_silence_labels/{split}_{shard}.tsv"
+    script:
+        "../scripts/compute_silence_labels.py"

@@ -1,17 +1,18 @@
 # Training (resumable): checkpoints live outside the declared outputs, in
-# results/{dataset}/checkpoints/{variant}/seed{seed}/, so a killed job restarts from its last epoch.
+# results/{dataset}/checkpoints/{variant}/seed{seed}/, so a killed job restarts from its last checkpoint.
 
 
 rule train_model:
     input:
         clips=lambda wc: clip_shards(wc.dataset, "train"),
-        labels=lambda wc: flow_shards(wc.dataset, "train"),
+        # the pseudo-label shards only for variants whose L_DFP reads them (not baseline, no-dfp, baseline-sv)
+        labels=lambda wc: pseudolabel_shards(wc.dataset, "train") if uses_pseudolabels(wc.dataset, wc.variant) else [],
     output:
         model="results/{dataset}/models/{variant}/seed{seed}/model.pt",
         losses="results/{dataset}/models/{variant}/seed{seed}/losses.csv",
     params:
-        model_config=lambda wc: dataset_cfg(wc.dataset)["model"],
-        train_config=lambda wc: train_config(wc.variant, wc.seed),
+        model_config=lambda wc: model_config(wc.dataset, wc.variant),
+        train_config=lambda wc: train_config(wc.dataset, wc.variant, wc.seed),
         ckpt_dir="results/{dataset}/checkpoints/{variant}/seed{seed}",
     threads: config["train"]["threads"]
     resources:

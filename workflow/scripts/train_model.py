@@ -7,6 +7,7 @@ from s3vae.utils import from_dict, redirect_output
 
 redirect_output(snakemake.log[0])
 tcfg = from_dict(TrainConfig, {**snakemake.params.train_config, "threads": snakemake.threads})
-train(list(snakemake.input.clips), {tcfg.dfp_key: list(snakemake.input.labels)}, snakemake.output.model,
-      snakemake.params.ckpt_dir, from_dict(S3VAEConfig, snakemake.params.model_config), tcfg)
+labels = {tcfg.dfp_key: list(snakemake.input.labels)} if snakemake.input.labels else {}
+train(list(snakemake.input.clips), labels, snakemake.output.model, snakemake.params.ckpt_dir,
+      from_dict(S3VAEConfig, snakemake.params.model_config), tcfg)
 shutil.copyfile(f"{snakemake.params.ckpt_dir}/losses.csv", snakemake.output.losses)

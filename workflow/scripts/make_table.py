@@ -1,0 +1,9 @@
+# Thin entry point for rules make_table1 and make_table2 (logic: s3vae.report).
+from s3vae.report import format_table, table1, write_csv
+from s3vae.utils import redirect_output
+
+redirect_output(snakemake.log[0])
+table = table1(list(snakemake.input.evals), snakemake.input.judge, snakemake.params.rows, snakemake.params.seeds,
+               snakemake.params.not_implemented)
+write_csv(table, snakemake.output[0])
+print(format_table(table))

@@ -1,0 +1,9 @@
+# Thin entry point for rule make_table3 (logic: s3vae.report).
+from s3vae.report import format_table, table3, write_csv
+from s3vae.utils import redirect_output
+
+redirect_output(snakemake.log[0])
+table = table3(list(snakemake.input.evals), snakemake.params.rows, snakemake.params.seeds,
+               snakemake.params.not_implemented)
+write_csv(table, snakemake.output[0])
+print(format_table(table))
