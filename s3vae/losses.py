@@ -62,7 +62,9 @@ def dfp_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "topk") -> 
     if kind == "binary":
         return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float())
     if kind == "regression":  # (B, T', D) signals; per-frame vectors stored as (B, T', a, b) are flattened
-        return F.mse_loss(logits, target.float().reshape(logits.shape))
+        target = target.float().reshape(logits.shape)
+        ok = torch.isfinite(target)  # NaN marks a clip without labels (e.g. no face found): masked out
+        return F.mse_loss(logits[ok], target[ok]) if ok.any() else logits.sum() * 0.0
     raise ValueError(f"unknown DFP target kind {kind!r}")
 
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -78,6 +79,17 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]  # drop_last
 
 
+def regression_stats(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-signal mean and std of regression DFP targets over the training set (NaN rows ignored).
+
+    Landmark gaps are ~0.1 with a std of ~0.01 and velocities are in pixels: L_DFP regresses them
+    standardised, so that λ2 means the same for every signal.
+    """
+    flat = values.reshape(-1, int(np.prod(values.shape[2:]))).astype(np.float64)  # (N, T, ...) -> (N*T, D)
+    mean, std = np.nanmean(flat, 0), np.nanstd(flat, 0)
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32)
+
+
 def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str | Path, ckpt_dir: str | Path,
           model_cfg: S3VAEConfig, cfg: TrainConfig, log=print, on_step=None) -> dict:
     """Train, resuming from ``ckpt_dir/last.pt`` if present; returns the final weights and history.
@@ -95,6 +107,10 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     if len(data) < cfg.batch_size:
         raise ValueError(f"{len(data)} training clips is fewer than one batch of {cfg.batch_size}")
     N = len(data)
+    if uses_dfp and cfg.dfp_kind == "regression":
+        stored = cfg.dfp_key if cfg.dfp_key in data.label_shards else f"labels/{cfg.dfp_key}"  # pseudo or GT
+        dfp_mean, dfp_std = (t.to(device) for t in regression_stats(data.arrays(stored)))
+        log(f"L_DFP regresses {cfg.dfp_key} standardised: mean {dfp_mean.tolist()}, std {dfp_std.tolist()}")
 
     seed_everything(cfg.seed)
     model = S3VAE(model_cfg).to(device)
@@ -147,6 +163,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
             for step, batch in enumerate(bar, start=done):
                 x = batch["frames"].to(device, non_blocking=True)
                 y = batch[cfg.dfp_key].to(device) if uses_dfp else None
+                if y is not None and cfg.dfp_kind == "regression":
+                    y = (y.float().flatten(2) - dfp_mean) / dfp_std  # (B, T, ...) -> (B, T, D), standardised
                 with amp:
                     loss, parts = s3vae_loss(model, x, y, dataset_size=N, lambda_scc=cfg.lambda_scc,
                                              lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi,

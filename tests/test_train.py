@@ -99,3 +99,23 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_bit_identically(shards, tmp_p
     for k, v in straight["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
     assert straight["history"][1]["loss"] == pytest.approx(resumed["history"][1]["loss"], rel=1e-12)
+
+
+def test_regression_targets_are_standardised_over_the_training_set_and_nan_rows_masked():
+    import numpy as np
+
+    from s3vae.losses import dfp_loss
+    from s3vae.train import regression_stats
+
+    v = np.random.default_rng(0).normal(3.0, 0.01, size=(50, 6, 3)).astype(np.float32)
+    v[4] = np.nan                                       # a clip without a face
+    mean, std = regression_stats(v)
+    assert np.allclose(mean, 3.0, atol=0.01) and np.allclose(std, 0.01, rtol=0.2)
+    y = (torch.from_numpy(v[:8]).flatten(2) - mean) / std
+    logits = torch.zeros(8, 6, 3, requires_grad=True)
+    loss = dfp_loss(logits, y, "regression")
+    loss.backward()
+    assert torch.isfinite(loss) and 0.5 < float(loss) < 2.0   # ~ unit variance once standardised
+    assert torch.all(logits.grad[4] == 0)                      # the NaN clip contributes nothing
+    vel = np.arange(2 * 3 * 2 * 2, dtype=np.int64).reshape(2, 3, 2, 2)   # SMMNIST velocities (N, T, 2, 2)
+    assert regression_stats(vel)[0].shape == (4,)

@@ -2,7 +2,7 @@
 # A real one-node SLURM cluster on localhost (Debian's slurmctld/slurmd/munge, one fake GPU gres),
 # the tiny pipeline run through workflow/profiles/slurm with Snakemake's SLURM executor, and checks:
 #   * every job of the DAG went through sbatch (job ids in Snakemake's log and in slurmctld's log);
-#   * results/sprites/table1.csv equals the one of a local run of the same configuration.
+#   * the tables (sprites, smmnist: table1; fsdd: table3) equal those of a local run of the same configuration.
 # Every daemon started here is stopped by PID on exit, also on failure; every wait has a hard timeout.
 # Needs root (writes /etc/slurm/) and $S3VAE_DATA_MIRROR; run by .ci/run after the tests.
 set -euo pipefail
@@ -91,16 +91,18 @@ for d in local slurm; do
   cp "$ROOT/tests/tiny_config.yaml" "$WORK/$d/tiny.yaml"
 done
 SMK=("$PY" -m snakemake --configfile tiny.yaml)
-(cd "$WORK/local" && timeout -s KILL 600 "${SMK[@]}" --cores 2 > "$WORK/local.log" 2>&1)
+(cd "$WORK/local" && timeout -s KILL 900 "${SMK[@]}" --cores 2 > "$WORK/local.log" 2>&1)
 t_slurm=$(date +%s)
 # the test cluster has one partition; threads as in the local run so that the numbers can be equal
-(cd "$WORK/slurm" && timeout -s KILL 900 "${SMK[@]}" --workflow-profile "$ROOT/workflow/profiles/slurm" \
+(cd "$WORK/slurm" && timeout -s KILL 1500 "${SMK[@]}" --workflow-profile "$ROOT/workflow/profiles/slurm" \
   --slurm-no-account --slurm-status-command squeue --slurm-init-seconds-before-status-checks 1 \
   --default-resources slurm_partition=debug mem_mb=1000 runtime=30 \
   --set-resources train_model:slurm_partition=debug train_judge:slurm_partition=debug \
-    evaluate_model:slurm_partition=debug train_model:mem_mb=2000 train_judge:mem_mb=2000 \
-    evaluate_model:mem_mb=2000 compute_flow_labels:mem_mb=1000 \
-  --set-threads train_model=1 train_judge=1 evaluate_model=1 --jobs 4 > "$WORK/slurm.log" 2>&1) \
+    evaluate_model:slurm_partition=debug evaluate_verification:slurm_partition=debug \
+    train_model:mem_mb=2000 train_judge:mem_mb=2000 evaluate_model:mem_mb=2000 evaluate_verification:mem_mb=2000 \
+    compute_flow_labels:mem_mb=1000 compute_landmark_labels:mem_mb=1000 compute_silence_labels:mem_mb=1000 \
+  --set-threads train_model=1 train_judge=1 evaluate_model=1 evaluate_verification=1 --jobs 4 \
+  > "$WORK/slurm.log" 2>&1) \
   || { tail -n 60 "$WORK/slurm.log"; exit 1; }
 t_end=$(date +%s)
 
@@ -115,12 +117,14 @@ grep -E 'SLURM (run|job) ?ID|slurm jobid|jobid [0-9]+' "$WORK/slurm.log" | head 
 if [ "$n_remote" -lt 10 ] || [ "$n_allocated" -ne "$n_remote" ]; then
   echo "error: expected each of the >= 10 jobs to be one SLURM allocation"; exit 1
 fi
-if ! cmp "$WORK/local/results/sprites/table1.csv" "$WORK/slurm/results/sprites/table1.csv"; then
-  echo "error: table1.csv differs between the local and the SLURM run"
-  diff "$WORK/local/results/sprites/table1.csv" "$WORK/slurm/results/sprites/table1.csv" || true
-  exit 1
-fi
-echo "SLURM test passed: $n_remote jobs through sbatch, table1.csv identical to the local run;" \
+for table in sprites/table1.csv smmnist/table1.csv fsdd/table3.csv; do
+  if ! cmp "$WORK/local/results/$table" "$WORK/slurm/results/$table"; then
+    echo "error: $table differs between the local and the SLURM run"
+    diff "$WORK/local/results/$table" "$WORK/slurm/results/$table" || true
+    exit 1
+  fi
+done
+echo "SLURM test passed: $n_remote jobs through sbatch, tables identical to the local run;" \
   "SLURM run $((t_end - t_slurm)) s, whole test $((t_end - t_start)) s"
 [ -f "$WORK/slurm.conf.orig" ] && cp "$WORK/slurm.conf.orig" /etc/slurm/slurm.conf
 exit 0

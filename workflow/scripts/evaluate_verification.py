@@ -1,0 +1,17 @@
+# Thin entry point for rule evaluate_verification (logic: s3vae.verification).
+import json
+
+import torch
+
+from s3vae.train import load_model
+from s3vae.utils import pick_device, redirect_output
+from s3vae.verification import speaker_verification
+
+redirect_output(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+device = pick_device(snakemake.params.evaluate["device"])
+res = speaker_verification(load_model(snakemake.input.model, device), snakemake.input.test, device,
+                           batch_size=snakemake.params.evaluate["batch_size"])
+print(json.dumps(res, indent=2))
+with open(snakemake.output[0], "w") as fh:
+    json.dump(res, fh, indent=2)
