@@ -61,3 +61,32 @@ def test_shard_round_trip_and_short_clips(tmp_path):
     with pytest.raises(ShardError, match="one.h5.*at least 2"):
         compute_shard(tmp_path / "one.h5", tmp_path / "l1.h5")
     assert not (tmp_path / "l1.h5").exists()
+
+
+def test_grid_magnitude_is_the_mean_of_the_euclidean_norm_bit_for_bit():
+    rng = np.random.default_rng(1)
+    for shape, dtype in (((5, 64, 64, 2), np.float32), ((3, 2, 31, 47, 2), np.float64), ((17, 9, 2), np.float32)):
+        flow = (rng.standard_normal(shape) * 5).astype(dtype)
+        mag = np.linalg.norm(flow, axis=-1)
+        rows = np.array_split(np.arange(shape[-3]), 4)
+        cols = np.array_split(np.arange(shape[-2]), 4)
+        ref = np.stack([mag[..., r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean(axis=(-2, -1)) for r in rows for c in cols],
+                       -1).astype(np.float32)
+        assert np.array_equal(grid_magnitude(flow, 4), ref)
+
+
+@pytest.mark.parametrize("method", ["farneback", "dis"])
+def test_clip_labels_equal_a_fresh_flow_per_pair(method):
+    """clip_flow_labels grays each frame once and reuses one DIS object per clip: same flows as the plain
+    per-pair optical_flow (a new DIS object for every pair), bit for bit."""
+    rng = np.random.default_rng(2)
+    clips = [np.stack([np.roll(textured(64, 64, s), (int(rng.integers(-3, 4)) * t, t), axis=(0, 1))
+                       for t in range(6)]) for s in range(3)]
+    clips.append(rng.integers(0, 256, (5, 48, 40, 3), dtype=np.uint8))     # noise, colour, another size
+    for frames in clips:
+        if frames.ndim == 3:
+            frames = np.repeat(frames[..., None], 3, -1)
+        flows = np.stack([optical_flow(frames[t - 1], frames[t], method) for t in range(1, len(frames))])
+        labels, mags = clip_flow_labels(frames, grid=3, k=2, method=method)
+        assert np.array_equal(mags, grid_magnitude(flows, 3))
+        assert np.array_equal(labels, topk_cells(grid_magnitude(flows, 3), 2))

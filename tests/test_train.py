@@ -115,7 +115,7 @@ def test_regression_targets_are_standardised_over_the_training_set_and_nan_rows_
     logits = torch.zeros(8, 6, 3, requires_grad=True)
     loss = dfp_loss(logits, y, "regression")
     loss.backward()
-    assert torch.isfinite(loss) and 0.5 < float(loss) < 2.0   # ~ unit variance once standardised
+    assert torch.isfinite(loss) and 0.5 < loss.item() < 2.0    # ~ unit variance once standardised
     assert torch.all(logits.grad[4] == 0)                      # the NaN clip contributes nothing
     vel = np.arange(2 * 3 * 2 * 2, dtype=np.int64).reshape(2, 3, 2, 2)   # SMMNIST velocities (N, T, 2, 2)
     assert regression_stats(vel)[0].shape == (4,)

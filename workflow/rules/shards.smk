@@ -41,7 +41,7 @@ rule build_mug_shards:
         root=lambda wc: required_root("mug"),
     output:
         shard="results/mug/shards/{split}_{shard}.h5",
-        skipped="results/mug/shards/{split}_{shard}.skipped.tsv",
+        skipped="results/mug/shards/{split}_{shard}.h5.skipped.tsv",  # bad takes skipped (skip_bad: true)
     params:
         cfg=lambda wc: dataset_cfg("mug"),
     log:
