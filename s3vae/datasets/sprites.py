@@ -20,11 +20,8 @@ frames (area interpolation) and subsample characters (the first n of each split'
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import sys
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from s3vae.data import atomic_h5, create_frames, write_attrs
-from s3vae.datasets import resolve_mirror
+from s3vae.datasets import place_verified, resolve_mirror
 
 LAYERS = ("body", "bottomwear", "topwear", "hair")
 ATTRIBUTES = ("skin", "pants", "top", "hair")  # label names of the four layers, in layer order
@@ -66,10 +63,6 @@ def manifest() -> dict:
     return json.loads(resources.files("s3vae.datasets").joinpath("sprites_manifest.json").read_text())
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_layers(dest: str | Path, mirror: str | Path | None = None, timeout: float = 60.0,
                  url_template: str | None = None) -> Path:
     """Place the 25 layer sheets the recipe needs under ``dest``, checksum-verified.
@@ -82,30 +75,9 @@ def fetch_layers(dest: str | Path, mirror: str | Path | None = None, timeout: fl
     man = manifest()
     mirror = resolve_mirror(str(mirror) if mirror else None)
     for rel, digest in man["sha256"].items():
-        target = dest / rel
-        if target.exists() and _sha256(target) == digest:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
-        if mirror is not None:
-            src = mirror / "sprites-lpc" / rel
-            if not src.exists():
-                raise SpritesError(f"{src}: layer sheet missing from the data mirror {mirror}")
-            shutil.copyfile(src, tmp)
-        else:
-            url = (url_template or man["url_template"]).format(commit=man["commit"], path=rel)
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
-                    shutil.copyfileobj(r, out)
-            except OSError as e:
-                tmp.unlink(missing_ok=True)
-                raise SpritesError(f"{url}: download failed ({e}); set a data mirror (S3VAE_DATA_MIRROR or "
-                                   f"config data_mirror) if this machine is offline") from e
-        got = _sha256(tmp)
-        if got != digest:
-            tmp.unlink()
-            raise SpritesError(f"{rel}: checksum mismatch (sha256 {got}, expected {digest})")
-        tmp.replace(target)
+        place_verified(dest / rel, digest, "sha256", mirror_file=mirror / "sprites-lpc" / rel if mirror else None,
+                       url=(url_template or man["url_template"]).format(commit=man["commit"], path=rel),
+                       timeout=timeout, error=SpritesError, hint="Sprites layer sheets")
     return dest
 
 
