@@ -10,7 +10,9 @@ Protocol (paper §5.1.3, as made precise by the later literature, e.g. C-DSVAE, 
 
 Acc is the agreement between the judge's prediction on the generated clip and the real clip's
 label. IS = exp(E_x KL(p(y|x) || p(y))), H(y|x) = E_x[-sum_y p(y|x) log p(y|x)], H(y) = entropy of
-p(y) = mean_x p(y|x), all on the judge's softmax over the generated clips. For Sprites, Table 1's
+p(y) = mean_x p(y|x), all on the judge's softmax over the generated clips, on a class-balanced subset
+of the test clips (every class cut down to the rarest class's count; Sprites' actions are balanced by
+construction, so for them it is the whole set). For Sprites, Table 1's
 Acc is the mean of the action accuracy and the attribute accuracy (itself the mean over the four
 attributes), while IS, H(y|x) and H(y) are those of the action head (9 classes, which is what the
 paper's values, e.g. H(y) = 2.197 ≈ ln 9, are on scale with). All are written out separately.
@@ -147,6 +149,17 @@ def appendix_c_metrics(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-12
             "H_y_x": h_y_x, "H_y": h_y}
 
 
+def balanced_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Indices of a class-balanced subset: every class present cut down to the rarest one's count
+    (a seeded choice), sorted. The metrics are computed "with classes balanced" (issue 4): on an
+    unbalanced test set (MUG) the inter-entropy H(y) would otherwise reward the class skew."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(labels == c), counts.min(), replace=False) for c in classes]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
 @torch.no_grad()
 def generate(model: S3VAE, x: torch.Tensor, keep: str) -> torch.Tensor:
     """Generated clips for a batch of real clips: ``keep='dynamic'`` keeps z_1:T (posterior mean) and
@@ -178,7 +191,11 @@ def evaluate_model(model: S3VAE, judge: Judge, test_shards, static_labels: list[
             for k in names:
                 probs[k].append(F.softmax(out[k], -1).cpu().numpy())
                 labels[k].append(b[k].numpy())
-    per_label = {k: appendix_c_metrics(np.concatenate(probs[k]), np.concatenate(labels[k])) for k in probs}
+    per_label = {}
+    for k in probs:
+        p, y = np.concatenate(probs[k]), np.concatenate(labels[k])
+        keep = balanced_indices(y, seed)  # equal clips per true class, so H(y) and IS are not skewed
+        per_label[k] = {**appendix_c_metrics(p[keep], y[keep]), "n_balanced": int(len(keep))}
     result = {"per_label": per_label, "n_test": len(data)}
     for group, names in (("dynamic", dynamic_labels), ("static", static_labels)):
         if names:  # mean over the labels of the group (e.g. Sprites' four attributes)

@@ -62,3 +62,15 @@ def test_judge_heads():
                           width=8))
     out = j(torch.rand(2, 5, 3, 16, 16))
     assert out["action"].shape == (2, 9) and out["hair"].shape == (2, 6)
+
+
+def test_balanced_indices_keep_the_rarest_class_count_of_every_class():
+    import numpy as np
+
+    from s3vae.evaluate import balanced_indices
+
+    y = np.array([0] * 10 + [1] * 3 + [2] * 5)
+    keep = balanced_indices(y, seed=0)
+    assert np.bincount(y[keep]).tolist() == [3, 3, 3]
+    assert np.array_equal(keep, balanced_indices(y, seed=0)) and np.all(np.diff(keep) > 0)
+    assert len(balanced_indices(np.arange(9) % 9)) == 9   # balanced already: everything kept
