@@ -102,7 +102,9 @@ def implemented(rows):
 
 
 def data_mirror():
-    return config.get("data_mirror") or os.environ.get("S3VAE_DATA_MIRROR") or ""
+    """The configured mirror only: $S3VAE_DATA_MIRROR is read by the jobs themselves, so that where a
+    machine keeps its copy is not a parameter (moving it must not re-fetch data checked by checksum)."""
+    return config.get("data_mirror") or ""
 
 
 def dataset_targets(dataset):
