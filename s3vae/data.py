@@ -110,8 +110,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """Clips of one split from clip shards, plus optional row-aligned pseudo-label shards.
 
     Items are dicts: ``frames`` float32 (T, C, H, W) in [0, 1] (audio: (T, D) as stored), every
-    ``labels/*`` array, and, when given, the pseudo-labels. ``preload=True`` reads everything into RAM once (the quick CPU
-    configuration); otherwise each worker opens the shards lazily and reads one chunk per clip.
+    ``labels/*`` array, and, when given, the pseudo-labels. ``preload=True`` reads everything into RAM
+    once (the quick CPU configuration); otherwise each worker opens the shards lazily and reads one chunk per clip.
     """
 
     def __init__(self, clip_shards: Sequence[str], label_shards: dict[str, Sequence[str]] | None = None,
