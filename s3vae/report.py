@@ -23,22 +23,30 @@ def _runs_by_variant(eval_paths: list[str], rows: list[str], summarise) -> dict[
     return by_variant
 
 
-def table1(eval_paths: list[str], judge_metrics: str | None, rows: list[str], seeds: list[int],
-           not_implemented: list[str] = ()) -> list[dict]:
-    """One row per variant: each metric's mean and std over seeds (evaluation files are named
-    ``.../eval/{variant}/seed{seed}.json``). Accuracies in percent, as in the paper. Rows named in
-    ``not_implemented`` (MoCoGAN) are kept, with a note and no numbers. Also used for Table 2."""
-    by_variant = _runs_by_variant(eval_paths, rows, summary_row)
-    judge = json.loads(Path(judge_metrics).read_text())["test_accuracy"] if judge_metrics else {}
+def _table(eval_paths: list[str], rows: list[str], not_implemented, summarise, cells) -> list[dict]:
+    """One row per variant in ``rows``: ``cells(runs)`` over its seeds' summarised evaluation files;
+    rows in ``not_implemented`` get a note and no numbers; a variant without files is an error."""
+    by_variant = _runs_by_variant(eval_paths, rows, summarise)
     table = []
     for variant in rows:
         if variant in not_implemented:
             table.append({"method": variant, "n_seeds": 0, "note": "not implemented"})
             continue
-        runs = by_variant[variant]
-        if not runs:
+        if not by_variant[variant]:
             raise ValueError(f"no evaluation files for variant {variant!r} among {eval_paths}")
-        row = {"method": variant, "n_seeds": len(runs)}
+        table.append({"method": variant, "n_seeds": len(by_variant[variant]), **cells(by_variant[variant])})
+    return table
+
+
+def table1(eval_paths: list[str], judge_metrics: str | None, rows: list[str], seeds: list[int],
+           not_implemented: list[str] = ()) -> list[dict]:
+    """One row per variant: each metric's mean and std over seeds (evaluation files are named
+    ``.../eval/{variant}/seed{seed}.json``). Accuracies in percent, as in the paper. Rows named in
+    ``not_implemented`` (MoCoGAN) are kept, with a note and no numbers. Also used for Table 2."""
+    judge = json.loads(Path(judge_metrics).read_text())["test_accuracy"] if judge_metrics else {}
+
+    def cells(runs: list[dict]) -> dict:
+        row = {}
         for m in METRICS:
             vals = [r[m] for r in runs if m in r]
             if not vals:
@@ -46,30 +54,22 @@ def table1(eval_paths: list[str], judge_metrics: str | None, rows: list[str], se
             scale = 100.0 if m.startswith("acc") else 1.0
             row[m] = scale * float(np.mean(vals))
             row[f"{m}_std"] = scale * float(np.std(vals))
-        for k, v in judge.items():
-            row[f"judge_test_acc_{k}"] = 100.0 * v
-        table.append(row)
-    return table
+        row.update({f"judge_test_acc_{k}": 100.0 * v for k, v in judge.items()})
+        return row
+
+    return _table(eval_paths, rows, not_implemented, summary_row, cells)
 
 
 def table3(eval_paths: list[str], rows: list[str], seeds: list[int], not_implemented: list[str] = ()) -> list[dict]:
     """Speaker verification (Table 3): EER (%) from z_f and from z_1:T per variant, mean and std over seeds."""
-    by_variant = _runs_by_variant(eval_paths, rows, lambda r: r)
-    table = []
-    for variant in rows:
-        if variant in not_implemented:
-            table.append({"method": variant, "n_seeds": 0, "note": "not implemented"})
-            continue
-        runs = by_variant[variant]
-        if not runs:
-            raise ValueError(f"no evaluation files for variant {variant!r} among {eval_paths}")
-        row = {"method": variant, "n_seeds": len(runs), "dim_static": runs[0]["dim_static"],
-               "dim_dynamic": runs[0]["dim_dynamic"], "n_utterances": runs[0]["n_utterances"]}
+    def cells(runs: list[dict]) -> dict:
+        row = {k: runs[0][k] for k in ("dim_static", "dim_dynamic", "n_utterances")}
         for m in ("eer_static", "eer_dynamic"):
             vals = [100.0 * r[m] for r in runs]
             row[m], row[f"{m}_std"] = float(np.mean(vals)), float(np.std(vals))
-        table.append(row)
-    return table
+        return row
+
+    return _table(eval_paths, rows, not_implemented, lambda r: r, cells)
 
 
 def read_csv(path: str | Path) -> list[dict]:
