@@ -101,6 +101,19 @@ def mi_loss(zf, zf_mu, zf_logvar, zt, zt_mu, zt_logvar, dataset_size: int) -> to
     return (log_qft - log_qf.unsqueeze(0) - log_qt).mean(-1).sum()
 
 
+def batch_identifiability(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """E_i[log q(z(x_i)|x_i) - log (1/M) sum_j q(z(x_i)|x_j)]: how well a sample names its own clip
+    within the minibatch, in nats, between 0 (posteriors overlap) and log M (each sample explained by
+    its own clip only). z, mu, logvar (..., M, D) -> (...).
+
+    A diagnostic for eq. 7-8: when z_t is this sharp (close to log M), each step's MWS estimate of
+    I(z_f; z_t) reduces to the identifiability of z_f (the constant log N aside), so L_MI then
+    penalises any information in z_f, not only what z_f shares with z_t (tested)."""
+    lq = pairwise_log_q(z, mu, logvar)                                  # (..., M, M)
+    M = lq.shape[-1]
+    return (lq.diagonal(dim1=-2, dim2=-1) - torch.logsumexp(lq, dim=-1)).mean(-1) + math.log(M)
+
+
 def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,
                lambda_scc: float, lambda_dfp: float, lambda_mi: float, margin: float = 1.0,
                recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1) -> tuple[torch.Tensor, dict]:

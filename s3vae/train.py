@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import signal
 import sys
@@ -90,13 +91,36 @@ def regression_stats(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32)
 
 
+def data_fingerprint(paths: list[str]) -> str:
+    """Identity of the training files (path, size, mtime): a checkpoint resumes only on the same data."""
+    rows = []
+    for p in paths:
+        st = Path(p).stat()
+        rows.append([str(p), st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def _stale_reason(ck: dict, model_cfg: S3VAEConfig, cfg: TrainConfig, fingerprint: str) -> str | None:
+    if ck["model_config"] != asdict(model_cfg) or _resume_key(ck["train_config"]) != _resume_key(asdict(cfg)):
+        return "a different configuration"
+    if ck.get("data", fingerprint) != fingerprint:  # checkpoints from before the fingerprint: trusted
+        return "different training data (shards rebuilt or changed since)"
+    return None
+
+
 def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str | Path, ckpt_dir: str | Path,
-          model_cfg: S3VAEConfig, cfg: TrainConfig, log=print, on_step=None) -> dict:
+          model_cfg: S3VAEConfig, cfg: TrainConfig, log=print, on_step=None, on_stale: str = "error") -> dict:
     """Train, resuming from ``ckpt_dir/last.pt`` if present; returns the final weights and history.
 
+    A checkpoint resumes only when it was written with the same model and training configuration
+    and the same training files (``data_fingerprint``); otherwise ``on_stale="error"`` refuses
+    (ValueError naming the checkpoint) and ``on_stale="restart"`` discards it and starts over (the
+    workflow's choice: Snakemake reruns the rule precisely when its params or inputs changed).
     ``on_step(epoch, step)`` is called after every optimiser step (progress hooks, tests).
     SIGTERM/SIGUSR1 make the loop finish its current step, checkpoint, and raise TrainingInterrupted.
     """
+    if on_stale not in ("error", "restart"):
+        raise ValueError(f"on_stale must be 'error' or 'restart', got {on_stale!r}")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -107,6 +131,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     if len(data) < cfg.batch_size:
         raise ValueError(f"{len(data)} training clips is fewer than one batch of {cfg.batch_size}")
     N = len(data)
+    label_files = [p for k in sorted(data.label_shards) for p in data.label_shards[k]]
+    fingerprint = data_fingerprint([*clip_shards, *label_files])
     if uses_dfp and cfg.dfp_kind == "regression":
         stored = cfg.dfp_key if cfg.dfp_key in data.label_shards else f"labels/{cfg.dfp_key}"  # pseudo or GT
         dfp_mean, dfp_std = (t.to(device) for t in regression_stats(data.arrays(stored)))
@@ -120,11 +146,14 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     history: list[dict] = []
     start_epoch, start_step, start_sums = 0, 0, None
     last = ckpt_dir / "last.pt"
-    if last.exists():
-        ck = load_checkpoint(last)
-        if ck["model_config"] != asdict(model_cfg) or _resume_key(ck["train_config"]) != _resume_key(asdict(cfg)):
-            raise ValueError(f"{last}: checkpoint was written with a different configuration; "
-                             f"delete {ckpt_dir} to start over")
+    ck = load_checkpoint(last) if last.exists() else None
+    if ck is not None and (why := _stale_reason(ck, model_cfg, cfg, fingerprint)):
+        if on_stale == "error":
+            raise ValueError(f"{last}: checkpoint was written with {why}; delete {ckpt_dir} to start over")
+        log(f"{last}: checkpoint was written with {why}; starting over")
+        last.unlink()
+        ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["rng_cpu"])
@@ -183,7 +212,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 if stop.signum is not None and step + 1 < len(batches):
                     # SLURM sends SIGTERM before a kill or requeue: save mid-epoch and leave
                     atomic_torch_save(_checkpoint(model, opt, device, epoch, step + 1, sums, history,
-                                                  model_cfg, cfg), last)
+                                                  model_cfg, cfg, fingerprint), last)
                     log(f"signal {stop.signum}: saved {last} at epoch {epoch + 1}, step {step + 1}; exiting")
                     raise TrainingInterrupted(stop.signum)
             row = {"epoch": epoch + 1, **{k: sums[k] / len(batches) for k in LOSS_COLUMNS},
@@ -192,7 +221,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
             with open(csv_path, "a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=row.keys()).writerow(row)
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            atomic_torch_save(_checkpoint(model, opt, device, epoch + 1, 0, None, history, model_cfg, cfg), last)
+            atomic_torch_save(_checkpoint(model, opt, device, epoch + 1, 0, None, history, model_cfg, cfg, fingerprint),
+                              last)
             if stop.signum is not None and epoch + 1 < cfg.epochs:
                 log(f"signal {stop.signum}: saved {last} after epoch {epoch + 1}; exiting")
                 raise TrainingInterrupted(stop.signum)
@@ -233,11 +263,11 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def _checkpoint(model, opt, device, epoch, step, sums, history, model_cfg, cfg) -> dict:
+def _checkpoint(model, opt, device, epoch, step, sums, history, model_cfg, cfg, fingerprint) -> dict:
     """Everything a resumed run needs: ``epoch`` epochs done plus ``step`` batches of the next one."""
     ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
           "history": history, "rng_cpu": torch.get_rng_state(), "model_config": asdict(model_cfg),
-          "train_config": asdict(cfg)}
+          "train_config": asdict(cfg), "data": fingerprint}
     if sums is not None:
         ck["sums"] = dict(sums)
     if device.type == "cuda":

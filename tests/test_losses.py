@@ -7,6 +7,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from s3vae.losses import (
+    batch_identifiability,
     dfp_loss,
     kl_gaussians,
     log_normal,
@@ -107,3 +108,29 @@ def test_mi_loss_matches_brute_force():
 def test_log_normal_matches_torch():
     z, mu, lv = torch.randn(6), torch.randn(6), torch.randn(6)
     assert torch.allclose(log_normal(z, mu, lv), Normal(mu, (0.5 * lv).exp()).log_prob(z), atol=1e-5)
+
+
+def test_mws_mi_with_sharp_z_t_penalises_all_of_z_f_information():
+    """The degenerate regime of eq. 7-8 seen on FSDD: z_f and z_t independent by construction (z_t
+    carries nothing about z_f), yet with z_t sharp the estimate is T * (identifiability of z_f) + T log N:
+    the penalty grows with z_f's information although the true MI is 0."""
+    g = torch.Generator().manual_seed(3)
+    M, T, Df, Dt, N = 16, 5, 4, 8, 1000
+    f64 = dict(generator=g, dtype=torch.float64)
+    zt_mu = 50.0 * torch.randn(M, T, Dt, **f64)                 # far apart: every z_t names its clip
+    zt_lv = torch.full((M, T, Dt), -4.0, dtype=torch.float64)
+    zt = zt_mu + 0.1 * torch.randn(M, T, Dt, **f64)
+    assert batch_identifiability(zt.transpose(0, 1), zt_mu.transpose(0, 1), zt_lv.transpose(0, 1)).min() \
+        == pytest.approx(math.log(M), abs=1e-6)
+    floor = T * math.log(N)
+    for spread in (0.0, 1.0, 4.0):                              # z_f from uninformative to sharp
+        zf_mu = spread * torch.randn(M, Df, **f64)
+        zf_lv = torch.zeros(M, Df, dtype=torch.float64)
+        zf = zf_mu + torch.randn(M, Df, **f64)
+        ident_f = batch_identifiability(zf, zf_mu, zf_lv)
+        mi = mi_loss(zf, zf_mu, zf_lv, zt, zt_mu, zt_lv, N)
+        assert (mi - floor).item() == pytest.approx(T * ident_f.item(), abs=1e-6)
+        if spread == 0.0:
+            assert ident_f.item() == pytest.approx(0.0, abs=1e-9)
+        if spread == 4.0:
+            assert ident_f.item() > 1.0

@@ -37,9 +37,10 @@ def test_table4_widths_give_the_paper_sizes():
     assert m.lstm_f.hidden_size == 256 and m.lstm_t.hidden_size == 256
 
 
-def test_dynamic_posterior_is_causal_and_static_sees_everything():
+@pytest.mark.parametrize("static_lstm", ["forward", "bidirectional"])
+def test_dynamic_posterior_is_causal_and_static_sees_everything(static_lstm):
     torch.manual_seed(0)
-    m = S3VAE(tiny_cfg()).eval()   # eval: BatchNorm uses running stats, no mixing across frames
+    m = S3VAE(tiny_cfg(static_lstm=static_lstm)).eval()   # eval: BatchNorm uses running stats, no mixing across frames
     x = torch.rand(2, 6, 3, 16, 16)
     t = 3
     x2 = x.clone()
@@ -63,6 +64,25 @@ def test_prior_is_causal():
     # p(z_t | z_<t): changing z_3.. leaves the priors of z_1..z_3 unchanged
     assert torch.allclose(p[0][:, :3], p2[0][:, :3])
     assert not torch.allclose(p[0][:, 3:], p2[0][:, 3:])
+
+
+def test_bidirectional_static_lstm_reads_the_future_for_z_f_only():
+    """With a BiLSTM for q(z_f | x_1:T), changing the LAST frame moves z_f through the backward
+    direction but leaves every z_t before it untouched (LSTM_t reads the forward half only)."""
+    torch.manual_seed(0)
+    m = S3VAE(tiny_cfg(static_lstm="bidirectional")).eval()
+    assert m.lstm_f.bidirectional and m.zf_head.fc.in_features == 2 * 24
+    x = torch.rand(2, 6, 3, 16, 16)
+    x2 = x.clone()
+    x2[:, -1] = torch.rand_like(x2[:, -1])
+    with torch.no_grad():
+        a, b = m.encode(x), m.encode(x2)
+        h_fwd = m.static_posterior(m.frame_features(x))[2]
+    assert h_fwd.shape == (2, 6, 24)
+    assert torch.allclose(a["zt_mu"][:, :-1], b["zt_mu"][:, :-1], atol=1e-6)
+    assert not torch.allclose(a["zf_mu"], b["zf_mu"])
+    with pytest.raises(ValueError, match="static_lstm"):
+        tiny_cfg(static_lstm="backward")
 
 
 def test_bad_widths_rejected():
@@ -95,19 +115,20 @@ def test_fused_upsample_conv_equals_upsample_then_conv():
 
 
 # --- audio frames and DSVAE posteriors (same framework) -----------------------------------------
-@pytest.mark.parametrize("posterior", ["s3vae", "dsvae-factorised", "dsvae-full"])
+@pytest.mark.parametrize("posterior,static_lstm", [("s3vae", "forward"), ("s3vae", "bidirectional"),
+                                                    ("dsvae-factorised", "forward"), ("dsvae-full", "forward")])
 @pytest.mark.parametrize("modality", ["video", "audio"])
-def test_every_posterior_and_modality_trains_with_all_losses(posterior, modality):
+def test_every_posterior_and_modality_trains_with_all_losses(posterior, static_lstm, modality):
     from s3vae.losses import s3vae_loss
 
     torch.manual_seed(0)
     if modality == "video":
         cfg = S3VAEConfig(channels=1, image_size=16, enc_widths=[8, 8], dec_widths=[16, 8, 8], feat_dim=16,
-                          hidden=16, z_f=8, z_t=4, dfp_out=9, posterior=posterior)
+                          hidden=16, z_f=8, z_t=4, dfp_out=9, posterior=posterior, static_lstm=static_lstm)
         x = torch.rand(4, 5, 1, 16, 16)
     else:
         cfg = S3VAEConfig(modality="audio", feat_in=80, dec_widths=[32], feat_dim=16, hidden=16, z_f=8, z_t=4,
-                          dfp_out=1, posterior=posterior)
+                          dfp_out=1, posterior=posterior, static_lstm=static_lstm)
         x = torch.randn(4, 5, 80)
     model = S3VAE(cfg)
     out = model(x)

@@ -64,6 +64,30 @@ def test_resume_with_a_different_config_is_refused(shards, tmp_path):
               log=lambda *_: None)
 
 
+def test_a_checkpoint_of_other_data_is_refused_or_restarted(shards, tmp_path):
+    """A finished checkpoint must not stand in for training on rebuilt shards (same config)."""
+    import os
+
+    clips, labels = shards
+    train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=lambda *_: None)
+    st = os.stat(clips[0])
+    os.utime(clips[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))     # the shard was rewritten
+    with pytest.raises(ValueError, match="last.pt: checkpoint was written with different training data"):
+        train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=lambda *_: None)
+    msgs = []
+    out = train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=msgs.append,
+                on_stale="restart")
+    assert any("starting over" in m for m in msgs) and not any("resumed" in m for m in msgs)
+    assert len(out["history"]) == 1
+    msgs.clear()   # same data again: an ordinary resume (nothing left to train)
+    train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=msgs.append)
+    assert any("resumed" in m for m in msgs)
+    # a changed configuration with on_stale="restart" starts over too
+    out = train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1, lambda_mi=0),
+                log=msgs.append, on_stale="restart")
+    assert any("different configuration; starting over" in m for m in msgs) and out["history"][0]["mi"] == 0
+
+
 def test_training_reduces_the_loss(shards, tmp_path):
     clips, labels = shards
     out = train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=6, lambda_scc=0, lambda_mi=0),

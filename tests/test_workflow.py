@@ -120,6 +120,16 @@ def test_forcerun_of_a_pseudolabel_stage_redoes_only_it_and_its_dependents(tiny_
     assert not ran & {"fetch_sprites_layers", "build_sprites_shards", "train_judge"}, out
 
 
+def test_a_model_change_retrains_without_rebuilding_the_data(tiny_run):
+    """Data recipes get their dataset's config without the model/DFP keys: a new z_t size retrains
+    the FSDD models and re-evaluates them, but neither rebuilds shards nor recomputes silence labels."""
+    proc = snakemake(tiny_run, "-n", "--quiet", "rules", "--config", 'datasets={"fsdd": {"model": {"z_t": 4}}}')
+    out = proc.stdout + proc.stderr
+    ran = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {"train_model", "evaluate_verification", "make_table3"} <= ran, out
+    assert not ran & {"fetch_fsdd_recordings", "build_fsdd_shards", "compute_silence_labels"}, out
+
+
 def test_bad_config_is_rejected_when_the_dag_is_built(tmp_path):
     wd = copy_workflow(tmp_path)
     (wd / "tiny.yaml").write_text("train: {epochs: 0, batch_size: 16, lr: 0.001}\n")

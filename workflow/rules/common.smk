@@ -33,6 +33,15 @@ def dataset_cfg(dataset):
     return config["datasets"][dataset]
 
 
+# Keys of a dataset's config that only training and evaluation read: the data recipes get the rest as
+# their params, so that changing the model (or the DFP target) does not rebuild the shards.
+MODEL_ONLY_KEYS = ("model", "dfp", "dfp_sv", "dynamic_labels")
+
+
+def recipe_cfg(dataset):
+    return {k: v for k, v in dataset_cfg(dataset).items() if k not in MODEL_ONLY_KEYS}
+
+
 def required_root(dataset):
     """The user's copy of a licensed dataset (MUG, TIMIT): a clear error when it is not configured."""
     root = dataset_cfg(dataset).get("root", "")
@@ -93,6 +102,8 @@ def model_config(dataset, variant):
     """S3VAEConfig fields: the dataset's model, the variant's posterior, phi_a's output size."""
     cfg = dict(dataset_cfg(dataset)["model"])
     cfg["posterior"] = variant_cfg(variant).get("posterior", "s3vae")
+    if cfg["posterior"] != "s3vae":
+        cfg.pop("static_lstm", None)  # DSVAE has its own BiLSTM: S3VAE's LSTM_f option does not apply
     cfg["dfp_out"] = dfp_spec(dataset, variant)["out"]
     return cfg
 

@@ -26,7 +26,7 @@ rule build_smmnist_shards:
     output:
         "results/smmnist/shards/{split}_{shard}.h5",
     params:
-        cfg=lambda wc: dataset_cfg("smmnist"),
+        cfg=lambda wc: recipe_cfg("smmnist"),
         mirror=data_mirror(),
     log:
         "results/smmnist/logs/build_smmnist_shards/{split}_{shard}.log",
@@ -43,7 +43,7 @@ rule build_mug_shards:
         shard="results/mug/shards/{split}_{shard}.h5",
         skipped="results/mug/shards/{split}_{shard}.h5.skipped.tsv",  # bad takes skipped (skip_bad: true)
     params:
-        cfg=lambda wc: dataset_cfg("mug"),
+        cfg=lambda wc: recipe_cfg("mug"),
     log:
         "results/mug/logs/build_mug_shards/{split}_{shard}.log",
     benchmark:
@@ -58,7 +58,7 @@ rule build_fsdd_shards:
     output:
         "results/fsdd/shards/{split}_{shard}.h5",
     params:
-        cfg=lambda wc: dataset_cfg("fsdd"),
+        cfg=lambda wc: recipe_cfg("fsdd"),
     log:
         "results/fsdd/logs/build_fsdd_shards/{split}_{shard}.log",
     benchmark:
@@ -73,7 +73,7 @@ rule build_timit_shards:
     output:
         "results/timit/shards/{split}_{shard}.h5",
     params:
-        cfg=lambda wc: dataset_cfg("timit"),
+        cfg=lambda wc: recipe_cfg("timit"),
     log:
         "results/timit/logs/build_timit_shards/{split}_{shard}.log",
     benchmark:

@@ -9,5 +9,6 @@ redirect_output(snakemake.log[0])
 tcfg = from_dict(TrainConfig, {**snakemake.params.train_config, "threads": snakemake.threads})
 labels = {tcfg.dfp_key: list(snakemake.input.labels)} if snakemake.input.labels else {}
 train(list(snakemake.input.clips), labels, snakemake.output.model, snakemake.params.ckpt_dir,
-      from_dict(S3VAEConfig, snakemake.params.model_config), tcfg)
+      from_dict(S3VAEConfig, snakemake.params.model_config), tcfg,
+      on_stale="restart")  # Snakemake reruns this rule when params or inputs changed: a stale checkpoint goes
 shutil.copyfile(f"{snakemake.params.ckpt_dir}/losses.csv", snakemake.output.losses)
