@@ -121,9 +121,10 @@ def test_forcerun_of_a_pseudolabel_stage_redoes_only_it_and_its_dependents(tiny_
 
 
 def test_a_model_change_retrains_without_rebuilding_the_data(tiny_run):
-    """Data recipes get their dataset's config without the model/DFP keys: a new z_t size retrains
+    """Data recipes get their dataset's config without the model/DFP keys: another LSTM_f retrains
     the FSDD models and re-evaluates them, but neither rebuilds shards nor recomputes silence labels."""
-    proc = snakemake(tiny_run, "-n", "--quiet", "rules", "--config", 'datasets={"fsdd": {"model": {"z_t": 4}}}')
+    proc = snakemake(tiny_run, "-n", "--quiet", "rules", "--config",
+                     'datasets={"fsdd": {"model": {"static_lstm": "forward"}}}')
     out = proc.stdout + proc.stderr
     ran = {line.split()[0] for line in out.splitlines() if line.strip()}
     assert {"train_model", "evaluate_verification", "make_table3"} <= ran, out
