@@ -9,8 +9,8 @@ Inference model (eq. 3-4):
     q(z_t | x_<=t):  LSTM_t(256) over LSTM_f's outputs (both unidirectional, so causal in t)
   ``static_lstm="bidirectional"`` (App. D only says "an LSTM"; C-DSVAE and DSVAE read z_f from a
   BiLSTM): LSTM_f runs both ways, z_f reads [forward last, backward first], and LSTM_t reads only the
-  forward half, so q(z_t | x_<=t) stays causal. The audio configs use it (FSDD baseline: z_f's EER
-  15.1 % -> 10.9 %; README, "FSDD results").
+  forward half, so q(z_t | x_<=t) stays causal. The audio configs use it (FSDD baseline, seed 1: z_f's
+  EER 15.1 % -> 10.9 %; README).
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
 Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
