@@ -110,8 +110,7 @@ def batch_identifiability(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tenso
     I(z_f; z_t) reduces to the identifiability of z_f (the constant log N aside), so L_MI then
     penalises any information in z_f, not only what z_f shares with z_t (tested)."""
     lq = pairwise_log_q(z, mu, logvar)                                  # (..., M, M)
-    M = lq.shape[-1]
-    return (lq.diagonal(dim1=-2, dim2=-1) - torch.logsumexp(lq, dim=-1)).mean(-1) + math.log(M)
+    return (lq.diagonal(dim1=-2, dim2=-1) - mws_log_marginal(lq, dataset_size=1)).mean(-1)
 
 
 def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,

@@ -109,13 +109,15 @@ def test_html_report_builds(tiny_run):
         assert name in html, name
 
 
-def test_forcerun_of_a_pseudolabel_stage_redoes_only_it_and_its_dependents(tiny_run):
-    proc = snakemake(tiny_run, "-n", "--forcerun", "compute_flow_labels", "--quiet", "rules")
+def planned_rules(wd, *args) -> tuple[set[str], str]:
+    """The rules a dry run would execute (``--quiet rules`` prints one rule name per line), and the output."""
+    proc = snakemake(wd, "-n", "--quiet", "rules", *args)
     out = proc.stdout + proc.stderr
-    ran = {line.split()[0] for line in out.splitlines()
-           if line.strip() and line.split()[0] in {"fetch_sprites_layers", "build_sprites_shards",
-                                                    "compute_flow_labels", "train_judge", "train_model",
-                                                    "evaluate_model", "make_table1"}}
+    return {line.split()[0] for line in out.splitlines() if line.strip()}, out
+
+
+def test_forcerun_of_a_pseudolabel_stage_redoes_only_it_and_its_dependents(tiny_run):
+    ran, out = planned_rules(tiny_run, "--forcerun", "compute_flow_labels")
     assert {"compute_flow_labels", "train_model", "evaluate_model", "make_table1"} <= ran, out
     assert not ran & {"fetch_sprites_layers", "build_sprites_shards", "train_judge"}, out
 
@@ -123,10 +125,7 @@ def test_forcerun_of_a_pseudolabel_stage_redoes_only_it_and_its_dependents(tiny_
 def test_a_model_change_retrains_without_rebuilding_the_data(tiny_run):
     """Data recipes get their dataset's config without the model/DFP keys: another LSTM_f retrains
     the FSDD models and re-evaluates them, but neither rebuilds shards nor recomputes silence labels."""
-    proc = snakemake(tiny_run, "-n", "--quiet", "rules", "--config",
-                     'datasets={"fsdd": {"model": {"static_lstm": "forward"}}}')
-    out = proc.stdout + proc.stderr
-    ran = {line.split()[0] for line in out.splitlines() if line.strip()}
+    ran, out = planned_rules(tiny_run, "--config", 'datasets={"fsdd": {"model": {"static_lstm": "forward"}}}')
     assert {"train_model", "evaluate_verification", "make_table3"} <= ran, out
     assert not ran & {"fetch_fsdd_recordings", "build_fsdd_shards", "compute_silence_labels"}, out
 
