@@ -3,6 +3,7 @@
 import csv
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import ROOT
 
@@ -25,8 +27,8 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd, *args, check=True, env=None):
-    cmd = [*SNAKEMAKE, *args, "--cores", "2", "--configfile", "tiny.yaml"]  # targets first: options take lists
+def snakemake(cwd, *args, check=True, env=None, configfiles=("tiny.yaml",)):
+    cmd = [*SNAKEMAKE, *args, "--cores", "2", "--configfile", *configfiles]  # targets first: options take lists
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
@@ -128,6 +130,26 @@ def test_a_model_change_retrains_without_rebuilding_the_data(tiny_run):
     ran, out = planned_rules(tiny_run, "--config", 'datasets={"fsdd": {"model": {"static_lstm": "forward"}}}')
     assert {"train_model", "evaluate_verification", "make_table3"} <= ran, out
     assert not ran & {"fetch_fsdd_recordings", "build_fsdd_shards", "compute_silence_labels"}, out
+
+
+def test_lambda_scale_reweights_only_the_terms_a_variant_switches_on(tiny_run):
+    """datasets.fsdd.lambda_scale (config.yaml: scc 0.1, mi 0.05) multiplies App. D's λ's for FSDD:
+    the trained full model records λ1 = 100 and λ3 = 0.05, the ELBO-only rows stay at 0; a new factor
+    on L_SCC retrains only the rows that use L_SCC, without touching the data."""
+    scale = yaml.safe_load((ROOT / "config/config.yaml").read_text())["datasets"]["fsdd"]["lambda_scale"]
+    got = {}
+    for variant in ("full", "baseline", "dsvae"):
+        ck = torch.load(tiny_run / f"results/fsdd/models/{variant}/seed1/model.pt", weights_only=True)
+        got[variant] = {k: ck["train_config"][k] for k in ("lambda_scc", "lambda_dfp", "lambda_mi")}
+    assert got["full"] == {"lambda_scc": 1000 * scale["scc"], "lambda_dfp": 100, "lambda_mi": 1 * scale["mi"]}
+    assert got["baseline"] == got["dsvae"] == {"lambda_scc": 0, "lambda_dfp": 0, "lambda_mi": 0}
+
+    (tiny_run / "scale.yaml").write_text("datasets: {fsdd: {lambda_scale: {scc: 0.5, mi: 0.05}}}\n")
+    proc = snakemake(tiny_run, "-n", configfiles=("tiny.yaml", "scale.yaml"))
+    out = proc.stdout + proc.stderr
+    retrained = set(re.findall(r"wildcards: dataset=fsdd, variant=([\w-]+), seed=1", out))
+    assert retrained == {"full"}, out[-3000:]
+    assert "rule build_fsdd_shards" not in out and "rule compute_silence_labels" not in out, out[-3000:]
 
 
 def test_bad_config_is_rejected_when_the_dag_is_built(tmp_path):

@@ -35,7 +35,7 @@ def dataset_cfg(dataset):
 
 # Keys of a dataset's config that only training and evaluation read: the data recipes get the rest as
 # their params, so that changing the model (or the DFP target) does not rebuild the shards.
-MODEL_ONLY_KEYS = ("model", "dfp", "dfp_sv", "dynamic_labels")
+MODEL_ONLY_KEYS = ("model", "dfp", "dfp_sv", "dynamic_labels", "lambda_scale")
 
 
 def recipe_cfg(dataset):
@@ -88,11 +88,20 @@ def dfp_spec(dataset, variant):
     return ds["dfp"]
 
 
+LAMBDA_TERMS = {"scc": "lambda_scc", "dfp": "lambda_dfp", "mi": "lambda_mi"}
+
+
 def train_config(dataset, variant, seed):
-    """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's, its DFP labels."""
+    """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's, its DFP labels.
+
+    The variants hold App. D's λ's (0 switches a term off); ``datasets.<name>.lambda_scale`` multiplies
+    them for one dataset (FSDD/TIMIT: config.yaml says why), so every variant keeps its meaning there."""
     cfg = {**config["train"], **config.get("train_overrides", {}).get(dataset, {})}
     v = variant_cfg(variant)
-    cfg.update({k: v[k] for k in ("lambda_scc", "lambda_dfp", "lambda_mi")})
+    scale = dataset_cfg(dataset).get("lambda_scale", {})
+    # unscaled terms keep the variant's value as written (a changed param would retrain the model)
+    cfg.update({key: v[key] * scale[term] if term in scale and v[key] else v[key]
+                for term, key in LAMBDA_TERMS.items()})
     dfp = dfp_spec(dataset, variant)
     cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
     return cfg
