@@ -88,9 +88,6 @@ def dfp_spec(dataset, variant):
     return ds["dfp"]
 
 
-LAMBDA_TERMS = {"scc": "lambda_scc", "dfp": "lambda_dfp", "mi": "lambda_mi"}
-
-
 def train_config(dataset, variant, seed):
     """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's, its DFP labels.
 
@@ -100,8 +97,9 @@ def train_config(dataset, variant, seed):
     v = variant_cfg(variant)
     scale = dataset_cfg(dataset).get("lambda_scale", {})
     # unscaled terms keep the variant's value as written (a changed param would retrain the model)
-    cfg.update({key: v[key] * scale[term] if term in scale and v[key] else v[key]
-                for term, key in LAMBDA_TERMS.items()})
+    for term in ("scc", "dfp", "mi"):
+        lam = v[f"lambda_{term}"]
+        cfg[f"lambda_{term}"] = lam * scale[term] if term in scale and lam else lam
     dfp = dfp_spec(dataset, variant)
     cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
     return cfg
