@@ -173,6 +173,28 @@ def generate(model: S3VAE, x: torch.Tensor, keep: str) -> torch.Tensor:
     raise ValueError(f"keep must be 'static' or 'dynamic', got {keep!r}")
 
 
+def swap_partners(dynamic: np.ndarray, static: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """For each clip i a partner j with another dynamic label (and, given ``static`` (N, S) labels,
+    at least one other static label), drawn at random; clips without such a partner get -1."""
+    rng = np.random.default_rng(seed)
+    dynamic = np.asarray(dynamic)
+    ok = dynamic[:, None] != dynamic[None, :]
+    if static is not None:
+        ok &= (np.asarray(static)[:, None, :] != np.asarray(static)[None, :, :]).any(-1)
+    out = np.full(len(dynamic), -1)
+    for i in range(len(dynamic)):
+        cand = np.flatnonzero(ok[i])
+        if len(cand):
+            out[i] = rng.choice(cand)
+    return out
+
+
+@torch.no_grad()
+def swap_generate(model: S3VAE, x_static: torch.Tensor, x_dynamic: torch.Tensor) -> torch.Tensor:
+    """Motion transfer (Fig. 4): decode z_f of ``x_static`` (posterior mean) with z_1:T of ``x_dynamic``."""
+    return model.decode(model.encode(x_static)["zf_mu"], model.encode(x_dynamic)["zt_mu"])
+
+
 @torch.no_grad()
 def evaluate_model(model: S3VAE, judge: Judge, test_shards, static_labels: list[str], dynamic_labels: list[str],
                    batch_size: int = 128, seed: int = 0, device="cpu") -> dict:

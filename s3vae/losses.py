@@ -20,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from s3vae.model import reparameterize
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -119,13 +121,34 @@ def batch_identifiability(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tenso
     return (lq.diagonal(dim1=-2, dim2=-1) - mws_log_marginal(lq, dataset_size=1)).mean(-1)
 
 
+def static_adversary_loss(logits: torch.Tensor, logits_frozen: torch.Tensor, target: torch.Tensor,
+                          kind: str = "topk") -> tuple[torch.Tensor, torch.Tensor]:
+    """Keeps the dynamic pseudo-labels out of z_f (a departure from the paper; docs/implementation.md).
+
+    An adversary phi_f predicts the clip's per-step DFP labels from z_f alone. ``logits`` (B, T', K)
+    come from z_f detached (they train phi_f: ordinary L_DFP), ``logits_frozen`` from z_f through phi_f
+    with its weights detached (they train the encoder: the prediction is pushed to the uniform
+    distribution over the K labels, as DRNet's scene discriminator is pushed to 1/2). Returns
+    (adversary loss, confusion loss). Only label pseudo-labels (``topk``) are supported.
+    """
+    if kind != "topk":
+        raise ValueError(f"the static adversary needs label pseudo-labels (topk), got {kind!r}")
+    return dfp_loss(logits, target, kind), -F.log_softmax(logits_frozen, dim=-1).mean()
+
+
 def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,
                lambda_scc: float, lambda_dfp: float, lambda_mi: float, margin: float = 1.0,
-               recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1) -> tuple[torch.Tensor, dict]:
+               recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1, scc_on: str = "samples",
+               lambda_adv: float = 0.0) -> tuple[torch.Tensor, dict]:
     """eq. 9 for one minibatch x (B, T, C, H, W). A λ of 0 switches its term off (and skips its cost).
 
     ``dfp_offset``: the labels cover frames dfp_offset..T-1 (flow labels start at the 2nd frame).
+    ``scc_on``: eq. 6's distances between posterior ``samples`` of z_f (a literal reading) or between
+    the posterior ``means`` (the noise of a 256-d sample otherwise swamps the margin of 1).
+    ``lambda_adv`` > 0 adds the static adversary (``static_adversary_loss``) on the same labels.
     """
+    if scc_on not in ("samples", "means"):
+        raise ValueError(f"scc_on must be 'samples' or 'means', got {scc_on!r}")
     out = model(x)
     rec, kl_f, kl_t = vae_loss(x, out["x_hat"], out["zf_mu"], out["zf_logvar"], out["zt_mu"],
                                out["zt_logvar"], out["pz_mu"], out["pz_logvar"], recon)
@@ -138,9 +161,11 @@ def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, datas
         perm = torch.argsort(torch.rand(B, T, device=x.device), dim=1)          # (B, T)
         feats_pos = out["feats"].gather(1, perm[..., None].expand_as(out["feats"]))
         mu_pos, logvar_pos, _ = model.static_posterior(feats_pos)
-        zf_pos = mu_pos + torch.randn_like(mu_pos) * torch.exp(0.5 * logvar_pos)
-        zf_neg = out["zf"].roll(1, dims=0)                                       # negative: another clip
-        scc = scc_loss(out["zf"], zf_pos, zf_neg, margin)
+        if scc_on == "means":
+            zf, zf_pos = out["zf_mu"], mu_pos
+        else:
+            zf, zf_pos = out["zf"], reparameterize(mu_pos, logvar_pos)
+        scc = scc_loss(zf, zf_pos, zf.roll(1, dims=0), margin)                   # negative: another clip
         total = total + lambda_scc * scc
         parts["scc"] = scc.detach()
     if lambda_dfp > 0:
@@ -149,6 +174,14 @@ def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, datas
         dfp = dfp_loss(out["dfp_logits"][:, dfp_offset:], dfp_target, dfp_kind)
         total = total + lambda_dfp * dfp
         parts["dfp"] = dfp.detach()
+    if lambda_adv > 0:
+        if dfp_target is None:
+            raise ValueError("lambda_adv > 0 but the batch carries no DFP labels")
+        adv, conf = static_adversary_loss(model.static_adversary(out["zf_mu"].detach())[:, dfp_offset:],
+                                          model.static_adversary(out["zf_mu"], frozen=True)[:, dfp_offset:],
+                                          dfp_target, dfp_kind)
+        total = total + adv + lambda_adv * conf
+        parts["adv"], parts["conf"] = adv.detach(), conf.detach()
     if lambda_mi > 0:
         mi = mi_loss(out["zf"], out["zf_mu"], out["zf_logvar"], out["zt"], out["zt_mu"], out["zt_logvar"],
                      dataset_size)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
 STATIC_LSTMS = ("forward", "bidirectional")
+DECODERS = ("upsample", "transposed")
 
 
 @dataclass
@@ -47,12 +48,14 @@ class S3VAEConfig:
     image_size: int = 64
     enc_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])       # Table 4
     dec_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 128, 64])  # Table 4
+    decoder: str = "upsample"               # Table 4's "upsample" + 3x3 conv, or DCGAN-style "transposed" conv
     feat_dim: int = 128                     # frame feature size (Table 4 encoder output)
     hidden: int = 256                       # LSTM_f, LSTM_t and LSTM_prior hidden size (App. D)
     z_f: int = 256                          # d_zf (App. D: 256 SMMNIST/Sprites, 8 MUG)
     z_t: int = 32                           # d_zt (App. D: 32 SMMNIST/Sprites, 128 MUG)
     dfp_out: int = 9                        # phi_a outputs: G*G flow cells, 3 landmark gaps, ...
     dfp_hidden: int = 256
+    adv_steps: int = 0                      # static adversary phi_f: frames it predicts labels for (0 = none)
 
     def __post_init__(self):
         if self.posterior not in POSTERIORS:
@@ -66,9 +69,13 @@ class S3VAEConfig:
         if self.image_size != 4 * 2 ** len(self.enc_widths):
             raise ValueError(f"image_size {self.image_size} needs {len(self.enc_widths)} stride-2 encoder layers "
                              f"to reach 4x4; got enc_widths={self.enc_widths}")
-        if self.image_size != 4 * 2 ** (len(self.dec_widths) - 1):
-            raise ValueError(f"image_size {self.image_size} needs len(dec_widths)-1 upsamplings from 4x4; "
-                             f"got dec_widths={self.dec_widths}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        # upsample: every width after the first doubles the size; transposed: the output layer does too
+        ups = len(self.dec_widths) - (1 if self.decoder == "upsample" else 0)
+        if self.image_size != 4 * 2 ** ups:
+            raise ValueError(f"image_size {self.image_size} needs {ups} upsamplings from 4x4 with the "
+                             f"{self.decoder!r} decoder; got dec_widths={self.dec_widths}")
 
 
 class FrameEncoder(nn.Module):
@@ -127,7 +134,11 @@ class UpsampleConv2d(nn.Conv2d):
 
 
 class FrameDecoder(nn.Module):
-    """Table 4 decoder: z as a 1x1 map -> 4x4 convT -> [upsample, 3x3 conv, BN, ReLU] x n -> 1x1 conv, sigmoid."""
+    """Table 4 decoder: z as a 1x1 map -> 4x4 convT -> [upsample, 3x3 conv, BN, ReLU] x n -> 1x1 conv, sigmoid.
+
+    ``decoder="transposed"`` (DCGAN, as DSVAE's code): [4x4 convT stride 2, BN, ReLU] x n, then a 4x4 convT
+    stride 2 to the image: the same resolution path, 2.7x faster on CPU at the quick widths (no 3x3 conv
+    at full resolution; benchmarks/README.md)."""
 
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()
@@ -135,9 +146,13 @@ class FrameDecoder(nn.Module):
         layers = [nn.ConvTranspose2d(cfg.z_f + cfg.z_t, w0, 4, 1, 0), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)]
         c_in = w0
         for w in cfg.dec_widths[1:]:
-            layers += [UpsampleConv2d(c_in, w), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]  # upsample, 3x3 conv
+            up = UpsampleConv2d(c_in, w) if cfg.decoder == "upsample" else nn.ConvTranspose2d(c_in, w, 4, 2, 1)
+            layers += [up, nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
             c_in = w
-        layers += [nn.Conv2d(c_in, cfg.channels, 1, 1, 0), nn.Sigmoid()]
+        if cfg.decoder == "upsample":
+            layers += [nn.Conv2d(c_in, cfg.channels, 1, 1, 0), nn.Sigmoid()]
+        else:
+            layers += [nn.ConvTranspose2d(c_in, cfg.channels, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, Df+Dt) -> (N, C, H, W)
@@ -213,6 +228,9 @@ class S3VAE(nn.Module):
         self.prior_head = GaussianHead(H, cfg.z_t)
         self.dfp = nn.Sequential(nn.Linear(cfg.z_t, cfg.dfp_hidden), nn.ReLU(inplace=True),
                                  nn.Linear(cfg.dfp_hidden, cfg.dfp_out))     # phi_a, §4.2
+        if cfg.adv_steps:  # phi_f: the dynamic labels of every frame from z_f alone (losses.static_adversary_loss)
+            self.adversary = nn.Sequential(nn.Linear(cfg.z_f, cfg.dfp_hidden), nn.ReLU(inplace=True),
+                                           nn.Linear(cfg.dfp_hidden, cfg.adv_steps * cfg.dfp_out))
 
     # --- inference -------------------------------------------------------------------------
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -302,6 +320,15 @@ class S3VAE(nn.Module):
         out["x_hat"] = self.decode(out["zf"], out["zt"])
         out["dfp_logits"] = self.dfp(out["zt"])  # (B, T, dfp_out)
         return out
+
+    def static_adversary(self, zf: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """phi_f(z_f): (B, Df) -> logits (B, adv_steps, dfp_out). ``frozen``: gradients reach z_f only."""
+        if frozen:
+            params = {k: v.detach() for k, v in self.adversary.named_parameters()}
+            y = torch.func.functional_call(self.adversary, params, (zf,))
+        else:
+            y = self.adversary(zf)
+        return y.view(zf.shape[0], self.cfg.adv_steps, self.cfg.dfp_out)
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

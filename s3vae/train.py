@@ -35,7 +35,7 @@ from s3vae.losses import s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
 from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
 
-LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi")
+LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "adv", "conf")
 
 
 @dataclass
@@ -47,6 +47,8 @@ class TrainConfig:
     lambda_dfp: float = 100.0          # λ2
     lambda_mi: float = 1.0             # λ3
     margin: float = 1.0                # m in eq. 6
+    scc_on: str = "samples"            # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
+    lambda_adv: float = 0.0            # static adversary on the DFP labels (a departure; 0 = the paper)
     recon: str = "mse"                 # -log p(x|z): "mse" (Gaussian) or "bce" (Bernoulli)
     dfp_key: str = "flow_labels"       # which pseudo-label dataset L_DFP reads
     dfp_kind: str = "topk"             # topk (cross-entropy), binary, regression (MSE)
@@ -57,6 +59,7 @@ class TrainConfig:
     preload: bool = True               # read shards into RAM once (small datasets) vs lazy per worker
     num_workers: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
+    log_every: int = 50                # steps between rows of steps.csv and TensorBoard scalars
     amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU); "none": float32
     channels_last: bool = True         # NHWC conv layout: ~17% faster steps on CPU (oneDNN)
 
@@ -66,7 +69,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers", "amp", "channels_last")
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers", "amp", "channels_last", "log_every")
 
 
 def _resume_key(train_config: dict) -> dict:
@@ -116,7 +119,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     and the same training files (``data_fingerprint``); otherwise ``on_stale="error"`` refuses
     (ValueError naming the checkpoint) and ``on_stale="restart"`` discards it and starts over (the
     workflow's choice: Snakemake reruns the rule precisely when its params or inputs changed).
-    ``on_step(epoch, step)`` is called after every optimiser step (progress hooks, tests).
+    ``on_step(epoch, step, model, parts)`` is called after every optimiser step (progress hooks, quality curves, tests).
     SIGTERM/SIGUSR1 make the loop finish its current step, checkpoint, and raise TrainingInterrupted.
     """
     if on_stale not in ("error", "restart"):
@@ -126,7 +129,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    uses_dfp = cfg.lambda_dfp > 0
+    uses_dfp = cfg.lambda_dfp > 0 or cfg.lambda_adv > 0
     data = ClipDataset(clip_shards, label_shards if uses_dfp else {}, preload=cfg.preload)
     if len(data) < cfg.batch_size:
         raise ValueError(f"{len(data)} training clips is fewer than one batch of {cfg.batch_size}")
@@ -171,6 +174,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         w.writeheader()
         w.writerows(history)
 
+    per_epoch = len(epoch_batches(N, cfg.batch_size, cfg.seed, 0)[:cfg.max_steps_per_epoch or None])
+    scalars = StepLog(ckpt_dir, cfg.log_every, first_step=start_epoch * per_epoch + start_step)
     # the loader gets its own generator: creating its iterator must not draw from the global RNG,
     # or a run resumed mid-epoch would continue a different random stream
     loader_kw = dict(batch_size=None, num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
@@ -185,7 +190,9 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 batches = batches[:cfg.max_steps_per_epoch]
             # a resumed, interrupted epoch skips the batches it already trained on
             done = start_step if epoch == start_epoch else 0
-            sums = dict(start_sums) if epoch == start_epoch and start_sums else {k: 0.0 for k in LOSS_COLUMNS}
+            sums = {k: 0.0 for k in LOSS_COLUMNS}
+            if epoch == start_epoch and start_sums:
+                sums.update(start_sums)
             loader = torch.utils.data.DataLoader(BatchDataset(data, batches[done:]), **loader_kw)
             bar = tqdm(loader, total=len(batches) - done, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
                        mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -198,7 +205,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                     loss, parts = s3vae_loss(model, x, y, dataset_size=N, lambda_scc=cfg.lambda_scc,
                                              lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi,
                                              margin=cfg.margin, recon=cfg.recon, dfp_kind=cfg.dfp_kind,
-                                             dfp_offset=cfg.dfp_offset)
+                                             dfp_offset=cfg.dfp_offset, scc_on=cfg.scc_on,
+                                             lambda_adv=cfg.lambda_adv)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
                 opt.zero_grad(set_to_none=True)
@@ -206,9 +214,10 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 opt.step()
                 for k, v in parts.items():
                     sums[k] += float(v)
+                scalars.add(epoch * per_epoch + step + 1, epoch + 1, parts, opt.param_groups[0]["lr"])
                 bar.set_postfix(loss=f"{parts['loss']:.1f}", refresh=False)
                 if on_step is not None:
-                    on_step(epoch, step)
+                    on_step(epoch, step, model, parts)
                 if stop.signum is not None and step + 1 < len(batches):
                     # SLURM sends SIGTERM before a kill or requeue: save mid-epoch and leave
                     atomic_torch_save(_checkpoint(model, opt, device, epoch, step + 1, sums, history,
@@ -227,10 +236,53 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 log(f"signal {stop.signum}: saved {last} after epoch {epoch + 1}; exiting")
                 raise TrainingInterrupted(stop.signum)
 
+    scalars.close()
     final = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
              "history": history, "dataset_size": N}
     atomic_torch_save(final, out)
     return final
+
+
+class StepLog:
+    """Per-step scalars: every ``every`` steps, the window's mean of each loss term, the learning rate
+    and steps/s go to ``ckpt_dir/steps.csv`` and to TensorBoard event files in ``ckpt_dir/tb``.
+    A resumed run keeps the rows up to ``first_step`` and continues from there."""
+
+    COLUMNS = ("step", "epoch", *LOSS_COLUMNS, "lr", "steps_per_s")
+
+    def __init__(self, ckpt_dir: Path, every: int, first_step: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path, self.every = ckpt_dir / "steps.csv", max(1, every)
+        old = []
+        if first_step and self.path.exists():
+            old = [r for r in csv.DictReader(open(self.path)) if int(r["step"]) <= first_step]
+        with open(self.path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.COLUMNS)
+            w.writeheader()
+            w.writerows(old)
+        self.tb = SummaryWriter(str(ckpt_dir / "tb"), purge_step=first_step or None)
+        self.sums, self.n, self.t0 = {}, 0, time.perf_counter()
+
+    def add(self, step: int, epoch: int, parts: dict, lr: float) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
+        if step % self.every:
+            return
+        now = time.perf_counter()
+        row = {"step": step, "epoch": epoch, **{k: v / self.n for k, v in self.sums.items()}, "lr": lr,
+               "steps_per_s": self.n / max(now - self.t0, 1e-9)}
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=self.COLUMNS).writerow({k: row.get(k, "") for k in self.COLUMNS})
+        for k, v in row.items():
+            if k not in ("step", "epoch"):
+                self.tb.add_scalar(f"train/{k}", v, step)
+        self.tb.flush()  # an interrupted run keeps what it logged
+        self.sums, self.n, self.t0 = {}, 0, now
+
+    def close(self) -> None:
+        self.tb.close()
 
 
 class TrainingInterrupted(Exception):

@@ -134,3 +134,50 @@ def test_mws_mi_with_sharp_z_t_penalises_all_of_z_f_information():
             assert ident_f.item() == pytest.approx(0.0, abs=1e-9)
         if spread == 4.0:
             assert ident_f.item() > 1.0
+
+
+def test_static_adversary_trains_the_head_on_z_f_detached_and_the_encoder_towards_uniform():
+    from s3vae.losses import static_adversary_loss
+    from s3vae.model import S3VAE, S3VAEConfig
+
+    torch.manual_seed(0)
+    m = S3VAE(S3VAEConfig(image_size=16, enc_widths=[8, 8], dec_widths=[8, 8, 8], feat_dim=8, hidden=8, z_f=4,
+                          z_t=2, dfp_out=9, dfp_hidden=8, adv_steps=5))
+    zf = torch.randn(3, 4, requires_grad=True)
+    y = torch.randint(0, 9, (3, 4, 1))
+    adv, conf = static_adversary_loss(m.static_adversary(zf.detach())[:, 1:],
+                                      m.static_adversary(zf, frozen=True)[:, 1:], y)
+    adv.backward(retain_graph=True)
+    assert zf.grad is None and m.adversary[0].weight.grad is not None       # the head learns, z_f does not
+    m.zero_grad()
+    conf.backward()
+    assert zf.grad is not None and m.adversary[0].weight.grad is None       # z_f is pushed, the head is not
+    # uniform predictions reach the minimum, log K
+    assert static_adversary_loss(torch.zeros(2, 3, 9), torch.zeros(2, 3, 9), torch.zeros(2, 3, 1, dtype=torch.long)
+                                 )[1].item() == pytest.approx(math.log(9))
+    with pytest.raises(ValueError, match="topk"):
+        static_adversary_loss(torch.zeros(2, 3, 1), torch.zeros(2, 3, 1), torch.zeros(2, 3), "binary")
+
+
+@pytest.mark.parametrize("scc_on", ["samples", "means"])
+def test_scc_on_means_uses_posterior_means(scc_on):
+    from s3vae.losses import s3vae_loss
+    from s3vae.model import S3VAE, S3VAEConfig
+
+    torch.manual_seed(0)
+    m = S3VAE(S3VAEConfig(image_size=16, enc_widths=[8, 8], dec_widths=[8, 8, 8], feat_dim=8, hidden=8, z_f=4, z_t=2))
+    x = torch.rand(4, 3, 3, 16, 16)
+    # with the posterior variance inflated, samples make the triplet noisy; means do not depend on it
+    with torch.no_grad():
+        m.zf_head.fc.bias[4:] = 8.0
+    vals = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        vals.append(s3vae_loss(m, x, None, dataset_size=10, lambda_scc=1, lambda_dfp=0, lambda_mi=0,
+                               scc_on=scc_on)[1]["scc"].item())
+    if scc_on == "means":
+        assert max(vals) < 1.5
+    else:
+        assert max(vals) > 5.0   # noise of exp(4) std per dimension swamps the margin
+    with pytest.raises(ValueError, match="scc_on"):
+        s3vae_loss(m, x, None, dataset_size=10, lambda_scc=1, lambda_dfp=0, lambda_mi=0, scc_on="mode")

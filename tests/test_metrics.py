@@ -74,3 +74,14 @@ def test_balanced_indices_keep_the_rarest_class_count_of_every_class():
     assert np.bincount(y[keep]).tolist() == [3, 3, 3]
     assert np.array_equal(keep, balanced_indices(y, seed=0)) and np.all(np.diff(keep) > 0)
     assert len(balanced_indices(np.arange(9) % 9)) == 9   # balanced already: everything kept
+
+
+def test_swap_partners_differ_in_the_dynamic_label_and_a_static_one():
+    from s3vae.evaluate import swap_partners
+
+    dyn = np.array([0, 0, 1, 1, 2])
+    stat = np.array([[0], [1], [0], [1], [0]])
+    p = swap_partners(dyn, stat, seed=0)
+    for i, j in enumerate(p):
+        assert dyn[j] != dyn[i] and stat[j, 0] != stat[i, 0]
+    assert (swap_partners(np.zeros(3, int)) == -1).all()     # nobody to swap with

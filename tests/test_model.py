@@ -164,3 +164,13 @@ def test_clip_level_dfp_target_is_cross_entropy_on_every_frame():
     y = torch.tensor([2, 0, 8])
     expected = torch.nn.functional.cross_entropy(logits.reshape(12, 9), y.repeat_interleave(4))
     assert torch.allclose(dfp_loss(logits, y, "clip"), expected)
+
+
+def test_transposed_decoder_has_the_image_size_and_a_wrong_width_list_is_rejected():
+    cfg = S3VAEConfig(image_size=32, enc_widths=[8, 8, 8], dec_widths=[16, 8, 8], decoder="transposed",
+                      feat_dim=8, hidden=8, z_f=4, z_t=2)
+    m = S3VAE(cfg)
+    out = m(torch.rand(2, 3, 3, 32, 32))
+    assert out["x_hat"].shape == (2, 3, 3, 32, 32)
+    with pytest.raises(ValueError, match="transposed"):
+        S3VAEConfig(image_size=32, enc_widths=[8, 8, 8], dec_widths=[16, 8, 8, 8], decoder="transposed")

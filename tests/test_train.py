@@ -106,7 +106,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_bit_identically(shards, tmp_p
     clips, labels = shards
     straight = train(clips, labels, tmp_path / "a.pt", tmp_path / "ck_a", MODEL, cfg(epochs=2), log=lambda *_: None)
 
-    def kill_at(epoch, step):
+    def kill_at(epoch, step, *_):
         if (epoch, step) == (1, 0):          # during epoch 2, after its first of 3 batches
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -143,3 +143,25 @@ def test_regression_targets_are_standardised_over_the_training_set_and_nan_rows_
     assert torch.all(logits.grad[4] == 0)                      # the NaN clip contributes nothing
     vel = np.arange(2 * 3 * 2 * 2, dtype=np.int64).reshape(2, 3, 2, 2)   # SMMNIST velocities (N, T, 2, 2)
     assert regression_stats(vel)[0].shape == (4,)
+
+
+def test_step_log_writes_csv_and_tensorboard_and_a_resume_keeps_earlier_rows(shards, tmp_path):
+    clips, labels = shards
+    train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", MODEL, cfg(epochs=1, log_every=1), log=lambda *_: None)
+    rows = list(csv.DictReader(open(tmp_path / "ck/steps.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]                     # 24 clips / batch 8
+    assert all(float(r["recon"]) > 0 and float(r["steps_per_s"]) > 0 and float(r["lr"]) == 1e-3 for r in rows)
+    assert list((tmp_path / "ck/tb").glob("events.out.tfevents.*"))
+    train(clips, labels, tmp_path / "b.pt", tmp_path / "ck", MODEL, cfg(epochs=2, log_every=1), log=lambda *_: None)
+    rows = list(csv.DictReader(open(tmp_path / "ck/steps.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    from s3vae.curves import plot_training
+    assert plot_training(tmp_path / "ck/steps.csv", tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_static_adversary_variant_trains(shards, tmp_path):
+    clips, labels = shards
+    model = S3VAEConfig(**{**MODEL.__dict__, "adv_steps": 5, "decoder": "transposed", "dec_widths": [16, 8]})
+    out = train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", model, cfg(epochs=1, lambda_adv=10, scc_on="means"),
+                log=lambda *_: None)
+    assert out["history"][0]["adv"] > 0 and out["history"][0]["conf"] >= np.log(9) - 1e-4

@@ -4,6 +4,8 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from s3vae import configs
+
 validate(config, schema="../schemas/config.schema.json")
 
 VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
@@ -79,40 +81,24 @@ def uses_pseudolabels(dataset, variant):
 
 
 def dfp_spec(dataset, variant):
-    """What L_DFP reads for this (dataset, variant): pseudo-labels, or ground truth for baseline-sv."""
-    ds = dataset_cfg(dataset)
-    if variant_cfg(variant).get("dfp_labels", "pseudo") == "ground_truth":
-        if "dfp_sv" not in ds:
-            raise WorkflowError(f"variant {variant!r} needs datasets.{dataset}.dfp_sv (ground-truth DFP labels)")
-        return ds["dfp_sv"]
-    return ds["dfp"]
+    """What L_DFP reads for this (dataset, variant) (s3vae.configs.dfp_spec)."""
+    dataset_cfg(dataset), variant_cfg(variant)  # clear errors for unknown names
+    try:
+        return configs.dfp_spec(config, dataset, variant)
+    except ValueError as e:
+        raise WorkflowError(str(e)) from e
 
 
 def train_config(dataset, variant, seed):
-    """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's, its DFP labels.
-
-    The variants hold App. D's λ's (0 switches a term off); ``datasets.<name>.lambda_scale`` multiplies
-    them for one dataset (FSDD/TIMIT: config.yaml says why), so every variant keeps its meaning there."""
-    cfg = {**config["train"], **config.get("train_overrides", {}).get(dataset, {})}
-    v = variant_cfg(variant)
-    scale = dataset_cfg(dataset).get("lambda_scale", {})
-    # unscaled terms keep the variant's value as written (a changed param would retrain the model)
-    for term in ("scc", "dfp", "mi"):
-        lam = v[f"lambda_{term}"]
-        cfg[f"lambda_{term}"] = lam * scale[term] if term in scale and lam else lam
-    dfp = dfp_spec(dataset, variant)
-    cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
-    return cfg
+    """TrainConfig fields for one model (s3vae.configs.train_config)."""
+    dfp_spec(dataset, variant)
+    return configs.train_config(config, dataset, variant, seed)
 
 
 def model_config(dataset, variant):
-    """S3VAEConfig fields: the dataset's model, the variant's posterior, phi_a's output size."""
-    cfg = dict(dataset_cfg(dataset)["model"])
-    cfg["posterior"] = variant_cfg(variant).get("posterior", "s3vae")
-    if cfg["posterior"] != "s3vae":
-        cfg.pop("static_lstm", None)  # DSVAE has its own BiLSTM: S3VAE's LSTM_f option does not apply
-    cfg["dfp_out"] = dfp_spec(dataset, variant)["out"]
-    return cfg
+    """S3VAEConfig fields for one model (s3vae.configs.model_config)."""
+    dfp_spec(dataset, variant)
+    return configs.model_config(config, dataset, variant)
 
 
 def implemented(rows):
@@ -131,11 +117,11 @@ def dataset_targets(dataset):
     if dataset in AUDIO:
         rows = implemented(config["table3"]["rows"])
         return [f"results/{dataset}/table3.csv"] + [
-            f"results/{dataset}/figures/{v}_seed{seed}/mel_swap.png" for v in rows
+            f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png" for v in rows for fig in ("mel_swap", "training")
         ]
     rows = implemented(config["table1"]["rows"])
     out = [f"results/{dataset}/table1.csv"]
     if dataset in config["table2"]["datasets"]:
         out.append(f"results/{dataset}/table2.csv")
         rows = rows + [r for r in implemented(config["table2"]["rows"]) if r not in rows]
-    return out + [f"results/{dataset}/figures/{v}_seed{seed}/swap.png" for v in rows]
+    return out + [f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png" for v in rows for fig in ("swap", "training")]

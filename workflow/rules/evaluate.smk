@@ -10,7 +10,7 @@ rule train_judge:
         judge="results/{dataset}/judge/judge.pt",
         metrics="results/{dataset}/judge/metrics.json",
     params:
-        judge=lambda wc: config["judge"],
+        judge=lambda wc: {**config["judge"], **config.get("judge_overrides", {}).get(wc.dataset, {})},
         dataset=lambda wc: dataset_cfg(wc.dataset),
     wildcard_constraints:
         dataset=one_of(VIDEO),

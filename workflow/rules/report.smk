@@ -159,6 +159,25 @@ rule make_figures:
         "../scripts/make_figures.py"
 
 
+rule plot_training:
+    input:
+        steps="results/{dataset}/models/{variant}/seed{seed}/steps.csv",
+    output:
+        png=report(
+            "results/{dataset}/figures/{variant}_seed{seed}/training.png",
+            caption="../report/training.rst",
+            category="Training curves",
+            subcategory="{dataset}",
+            labels={"model": "{variant}", "figure": "training curves"},
+        ),
+    log:
+        LOGS + "/plot_training/{variant}_seed{seed}.log",
+    benchmark:
+        BENCH + "/plot_training/{variant}_seed{seed}.tsv"
+    script:
+        "../scripts/plot_training.py"
+
+
 rule make_audio_figures:
     input:
         model="results/{dataset}/models/{variant}/seed{seed}/model.pt",

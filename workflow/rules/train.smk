@@ -10,6 +10,7 @@ rule train_model:
     output:
         model="results/{dataset}/models/{variant}/seed{seed}/model.pt",
         losses="results/{dataset}/models/{variant}/seed{seed}/losses.csv",
+        steps="results/{dataset}/models/{variant}/seed{seed}/steps.csv",
     params:
         model_config=lambda wc: model_config(wc.dataset, wc.variant),
         train_config=lambda wc: train_config(wc.dataset, wc.variant, wc.seed),

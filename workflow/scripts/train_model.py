@@ -12,3 +12,4 @@ train(list(snakemake.input.clips), labels, snakemake.output.model, snakemake.par
       from_dict(S3VAEConfig, snakemake.params.model_config), tcfg,
       on_stale="restart")  # Snakemake reruns this rule when params or inputs changed: a stale checkpoint goes
 shutil.copyfile(f"{snakemake.params.ckpt_dir}/losses.csv", snakemake.output.losses)
+shutil.copyfile(f"{snakemake.params.ckpt_dir}/steps.csv", snakemake.output.steps)

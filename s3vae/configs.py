@@ -1,0 +1,51 @@
+"""Per-(dataset, variant) training and model settings from the workflow's config dict.
+
+The one place that merges ``config/config.yaml``'s sections into ``TrainConfig`` and ``S3VAEConfig``
+fields; the workflow (``workflow/rules/common.smk``) and the benchmarks call it.
+"""
+
+from __future__ import annotations
+
+
+def dfp_spec(config: dict, dataset: str, variant: str) -> dict:
+    """What L_DFP reads for this (dataset, variant): pseudo-labels, or ground truth for baseline-sv."""
+    ds = config["datasets"][dataset]
+    if config["variants"][variant].get("dfp_labels", "pseudo") == "ground_truth":
+        if "dfp_sv" not in ds:
+            raise ValueError(f"variant {variant!r} needs datasets.{dataset}.dfp_sv (ground-truth DFP labels)")
+        return ds["dfp_sv"]
+    return ds["dfp"]
+
+
+def train_config(config: dict, dataset: str, variant: str, seed: int) -> dict:
+    """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's and options, its DFP labels.
+
+    The variants hold App. D's λ's (0 switches a term off); ``datasets.<name>.lambda_scale`` multiplies
+    them for one dataset (FSDD/TIMIT: config.yaml says why), so every variant keeps its meaning there."""
+    cfg = {**config["train"], **config.get("train_overrides", {}).get(dataset, {})}
+    v = config["variants"][variant]
+    scale = config["datasets"][dataset].get("lambda_scale", {})
+    # unscaled terms keep the variant's value as written (a changed param would retrain the model)
+    for term in ("scc", "dfp", "mi"):
+        lam = v[f"lambda_{term}"]
+        cfg[f"lambda_{term}"] = lam * scale[term] if term in scale and lam else lam
+    for key in ("lambda_adv", "scc_on"):  # optional per-variant training options
+        if key in v:
+            cfg[key] = v[key]
+    dfp = dfp_spec(config, dataset, variant)
+    cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
+    return cfg
+
+
+def model_config(config: dict, dataset: str, variant: str) -> dict:
+    """S3VAEConfig fields: the dataset's model, the variant's posterior, phi_a's (and phi_f's) output size."""
+    ds = config["datasets"][dataset]
+    cfg = dict(ds["model"])
+    v = config["variants"][variant]
+    cfg["posterior"] = v.get("posterior", "s3vae")
+    if cfg["posterior"] != "s3vae":
+        cfg.pop("static_lstm", None)  # DSVAE has its own BiLSTM: S3VAE's LSTM_f option does not apply
+    cfg["dfp_out"] = dfp_spec(config, dataset, variant)["out"]
+    if v.get("lambda_adv", 0) > 0:
+        cfg["adv_steps"] = ds["frames"]  # phi_f predicts every frame's label from z_f
+    return cfg
