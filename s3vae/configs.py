@@ -26,12 +26,11 @@ def train_config(config: dict, dataset: str, variant: str, seed: int) -> dict:
     v = config["variants"][variant]
     scale = config["datasets"][dataset].get("lambda_scale", {})
     # unscaled terms keep the variant's value as written (a changed param would retrain the model)
-    for term in ("scc", "dfp", "mi"):
-        lam = v[f"lambda_{term}"]
+    for term in ("scc", "dfp", "mi", "adv"):
+        lam = v.get(f"lambda_{term}", 0)
         cfg[f"lambda_{term}"] = lam * scale[term] if term in scale and lam else lam
-    for key in ("lambda_adv", "scc_on"):  # optional per-variant training options
-        if key in v:
-            cfg[key] = v[key]
+    if "scc_on" in v:
+        cfg["scc_on"] = v["scc_on"]
     dfp = dfp_spec(config, dataset, variant)
     cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
     return cfg
@@ -46,6 +45,6 @@ def model_config(config: dict, dataset: str, variant: str) -> dict:
     if cfg["posterior"] != "s3vae":
         cfg.pop("static_lstm", None)  # DSVAE has its own BiLSTM: S3VAE's LSTM_f option does not apply
     cfg["dfp_out"] = dfp_spec(config, dataset, variant)["out"]
-    if v.get("lambda_adv", 0) > 0:
+    if v.get("lambda_adv", 0) * ds.get("lambda_scale", {}).get("adv", 1) > 0:
         cfg["adv_steps"] = ds["frames"]  # phi_f predicts every frame's label from z_f
     return cfg

@@ -85,3 +85,27 @@ def test_swap_partners_differ_in_the_dynamic_label_and_a_static_one():
     for i, j in enumerate(p):
         assert dyn[j] != dyn[i] and stat[j, 0] != stat[i, 0]
     assert (swap_partners(np.zeros(3, int)) == -1).all()     # nobody to swap with
+
+
+def test_max_pooled_judge_reads_any_image_size_with_the_same_head():
+    torch.manual_seed(0)
+    cfg = dict(channels=1, frames=2, heads={"digit1": 10}, dynamic=[], width=8, spatial_pool="max")
+    small, large = Judge(JudgeConfig(image_size=32, **cfg)), Judge(JudgeConfig(image_size=64, **cfg))
+    assert small.heads["digit1"][1].in_features == large.heads["digit1"][1].in_features   # pooled, not flattened
+    assert small(torch.rand(3, 2, 1, 32, 32))["digit1"].shape == (3, 10)
+    flat = Judge(JudgeConfig(image_size=32, **{**cfg, "spatial_pool": "flatten"}))
+    assert sum(p.numel() for p in flat.parameters()) != sum(p.numel() for p in small.parameters())
+
+
+def test_gaussian_blur_keeps_the_mean_and_flat_images_and_smooths_an_edge():
+    from s3vae.evaluate import gaussian_blur, random_blur
+
+    flat = torch.full((2, 3, 3, 8, 8), 0.4)
+    assert torch.allclose(gaussian_blur(flat, torch.tensor([0.5, 1.0])), flat)
+    edge = torch.zeros(1, 1, 1, 8, 8)
+    edge[..., 4:] = 1.0
+    y = gaussian_blur(edge, torch.tensor([1.0]))
+    assert 0 < y[0, 0, 0, 0, 3] < 0.5 < y[0, 0, 0, 0, 4] < 1          # the step is spread over both sides
+    assert torch.equal(gaussian_blur(edge, torch.tensor([0.0])), edge)  # sigma 0: unchanged
+    g = torch.Generator().manual_seed(0)
+    assert random_blur(torch.rand(4, 2, 3, 8, 8), 1.0, g).shape == (4, 2, 3, 8, 8)

@@ -43,7 +43,7 @@ def tiny_run(mirror, tmp_path_factory):
     return wd
 
 
-ROWS = ["mocogan", "dsvae", "baseline", "full", "baseline-sv"]
+ROWS = ["mocogan", "dsvae", "baseline", "full", "no-adv", "baseline-sv"]
 
 
 def read_csv(path):
@@ -71,7 +71,10 @@ def test_tiny_pipeline_writes_table1_of_every_video_dataset(tiny_run, dataset):
     for variant in ROWS[1:]:
         figs = tiny_run / f"results/{dataset}/figures/{variant}_seed1"
         assert {p.name for p in figs.iterdir()} == {"swap.png", "swap.gif", "fixed_static.png",
-                                                     "fixed_dynamic.png", "samples.png"}
+                                                     "fixed_dynamic.png", "samples.png", "training.png"}
+    steps = read_csv(tiny_run / f"results/{dataset}/models/full/seed1/steps.csv")
+    assert steps and all(float(r["recon"]) > 0 and float(r["adv"]) > 0 for r in steps)
+    assert list((tiny_run / f"results/{dataset}/checkpoints/full/seed1/tb").glob("events.out.tfevents.*"))
     ckpt = tiny_run / f"results/{dataset}/checkpoints/full/seed1/last.pt"
     assert ckpt.exists()
     losses = (tiny_run / f"results/{dataset}/models/full/seed1/losses.csv").read_text().splitlines()
@@ -88,9 +91,16 @@ def test_tiny_pipeline_writes_table3_for_audio(tiny_run):
 
 
 def test_every_rule_logged_and_benchmarked(tiny_run):
-    logs = {p.relative_to(tiny_run) for p in (tiny_run / "results").rglob("*.log")}
-    benches = list((tiny_run / "results").rglob("benchmarks/**/*.tsv"))
-    assert len(benches) == len(logs) == 59  # every job of the tiny DAG but `all`
+    def jobs(kind, suffix):  # results/<dataset>/<kind>/<rule>[/<name>].<suffix> -> (dataset, "<rule>[/<name>]")
+        return {(d.parent.name, p.relative_to(d).with_suffix("").as_posix())
+                for d in (tiny_run / "results").glob(f"*/{kind}") for p in d.rglob(f"*.{suffix}")}
+
+    logs, benches = jobs("logs", "log"), jobs("benchmarks", "tsv")
+    assert logs == benches  # every job wrote both
+    rules = {job.split("/")[0] for _, job in logs}
+    for rule in ("train_model", "train_judge", "evaluate_model", "make_figures", "plot_training", "make_table1",
+                 "build_sprites_shards", "compute_flow_labels", "compute_silence_labels", "evaluate_verification"):
+        assert rule in rules, rule
     # the training of the variants that do not read pseudo-labels does not wait for them
     assert not (tiny_run / "results/sprites/pseudolabels/flow/test_0.h5").exists()
 

@@ -76,8 +76,9 @@ def variant_cfg(variant):
 
 
 def uses_pseudolabels(dataset, variant):
-    v = variant_cfg(variant)
-    return v["lambda_dfp"] > 0 and v.get("dfp_labels", "pseudo") == "pseudo"
+    """Whether L_DFP or the static adversary of this (dataset, variant) reads the pseudo-label stage."""
+    t = train_config(dataset, variant, 0)
+    return (t["lambda_dfp"] > 0 or t["lambda_adv"] > 0) and variant_cfg(variant).get("dfp_labels", "pseudo") == "pseudo"
 
 
 def dfp_spec(dataset, variant):
