@@ -20,7 +20,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def copy_workflow(dest: Path) -> Path:
-    for item in ("Snakefile", "workflow", "config"):
+    for item in ("Snakefile", "workflow", "config", "profiles"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
     shutil.copy(ROOT / "tests/tiny_config.yaml", dest / "tiny.yaml")
@@ -88,6 +88,14 @@ def test_tiny_pipeline_writes_table3_for_audio(tiny_run):
         assert 0 <= float(r["eer_static"]) <= 100 and 0 <= float(r["eer_dynamic"]) <= 100
         assert (tiny_run / f"results/fsdd/figures/{r['method']}_seed1/mel_swap.png").stat().st_size > 0
     assert (tiny_run / "results/fsdd/pseudolabels/silence/train_0.h5").exists()
+
+
+def test_the_default_profile_loads_from_the_repository_root(tmp_path):
+    # profiles/ (a link to workflow/profiles/) is where Snakemake looks beside a root Snakefile
+    assert (ROOT / "profiles").resolve() == (ROOT / "workflow/profiles").resolve()
+    proc = snakemake(copy_workflow(tmp_path), "-n", "results/sprites/shards/train_0.h5")
+    out = proc.stdout + proc.stderr
+    assert "Using workflow specific profile profiles/default" in out
 
 
 def test_every_rule_logged_and_benchmarked(tiny_run):
