@@ -102,7 +102,11 @@ def read_shards(paths: Sequence[str | os.PathLike], keys: Sequence[str]) -> dict
     for p in paths:
         with open_shard(p, keys) as f:
             for k in keys:
-                parts[k].append(f[k][()])
+                try:
+                    parts[k].append(f[k][()])
+                except OSError as e:  # a damaged chunk (e.g. lzf "filter returned failure")
+                    raise ShardError(f"{p}: '{k}' cannot be read ({e}); the file is damaged: rebuild it, e.g. "
+                                     f"snakemake --forcerun <the rule that wrote it> (build_<dataset>_shards)") from e
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
 
 
@@ -166,7 +170,11 @@ class ClipDataset(torch.utils.data.Dataset):
             return self._mem[key][i]
         s, r = self.index[i]
         path = self.label_shards[key][s] if key in self.label_shards else self.clip_shards[s]
-        return self._dataset(path, key)[r]
+        try:
+            return self._dataset(path, key)[r]
+        except OSError as e:
+            raise ShardError(f"{path}: row {r} of '{key}' cannot be read ({e}); the file is damaged: rebuild it, "
+                             f"e.g. snakemake --forcerun <the rule that wrote it> (build_<dataset>_shards)") from e
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         frames = torch.from_numpy(np.ascontiguousarray(self._read("frames", i)))

@@ -149,7 +149,16 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     history: list[dict] = []
     start_epoch, start_step, start_sums = 0, 0, None
     last = ckpt_dir / "last.pt"
-    ck = load_checkpoint(last) if last.exists() else None
+    ck = None
+    if last.exists():
+        try:
+            ck = load_checkpoint(last)
+        except Exception as e:  # truncated or corrupt file (a crash during a copy, a full disk)
+            if on_stale == "error":
+                raise ValueError(f"{last}: unreadable checkpoint ({type(e).__name__}: {e}); delete it (or "
+                                 f"{ckpt_dir}) to start over") from e
+            log(f"{last}: unreadable checkpoint ({type(e).__name__}); starting over")
+            last.unlink()
     if ck is not None and (why := _stale_reason(ck, model_cfg, cfg, fingerprint)):
         if on_stale == "error":
             raise ValueError(f"{last}: checkpoint was written with {why}; delete {ckpt_dir} to start over")

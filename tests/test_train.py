@@ -165,3 +165,36 @@ def test_static_adversary_variant_trains(shards, tmp_path):
     out = train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", model, cfg(epochs=1, lambda_adv=10, scc_on="means"),
                 log=lambda *_: None)
     assert out["history"][0]["adv"] > 0 and out["history"][0]["conf"] >= np.log(9) - 1e-4
+
+
+def test_a_truncated_checkpoint_is_named_and_restarted_under_the_workflow(shards, tmp_path):
+    clips, labels = shards
+    train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=lambda *_: None)
+    last = tmp_path / "ck/last.pt"
+    last.write_bytes(last.read_bytes()[:1000])                       # a crash mid-copy
+    with pytest.raises(ValueError, match="last.pt: unreadable checkpoint"):
+        train(clips, labels, tmp_path / "b.pt", tmp_path / "ck", MODEL, cfg(epochs=2), log=lambda *_: None)
+    msgs = []
+    out = train(clips, labels, tmp_path / "b.pt", tmp_path / "ck", MODEL, cfg(epochs=2), log=msgs.append,
+                on_stale="restart")
+    assert any("unreadable checkpoint" in m and "starting over" in m for m in msgs)
+    assert len(out["history"]) == 2
+
+
+def test_a_shard_damaged_in_the_middle_is_named(tmp_path):
+    from s3vae.data import ClipDataset, ShardError
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "clips.h5"
+    with atomic_h5(path) as f:
+        create_frames(f, rng.integers(0, 4, (64, 5, 16, 16, 3), dtype=np.uint8))   # compressible: lzf chunks
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()  # same size, random middle
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match=r"clips\.h5.*damaged.*--forcerun"):
+        ClipDataset([str(path)], preload=True)
+    lazy = ClipDataset([str(path)], preload=False)
+    with pytest.raises(ShardError, match=r"clips\.h5: row \d+ of 'frames'.*damaged"):
+        for i in range(len(lazy)):
+            lazy[i]
