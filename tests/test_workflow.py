@@ -178,6 +178,18 @@ def test_bad_config_is_rejected_when_the_dag_is_built(tmp_path):
     assert "epochs" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("override,message", [
+    ("datasets: {sprites: {frame_size: 8}}", "datasets.sprites.frame_size = 8 but datasets.sprites.model.image_size"),
+    ("datasets: {sprites: {frame_size: 128}}", "datasets.sprites.frame_size = 128"),
+    ("datasets: {smmnist: {model: {dec_widths: [16, 8, 8]}}}", "datasets.smmnist.model: image_size 16"),
+])
+def test_frame_sizes_the_model_cannot_read_are_rejected_when_the_dag_is_built(tmp_path, override, message):
+    wd = copy_workflow(tmp_path)
+    (wd / "bad.yaml").write_text(override + "\n")
+    proc = snakemake(wd, "-n", check=False, configfiles=("tiny.yaml", "bad.yaml"))
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-2000:]
+
+
 @pytest.mark.parametrize("dataset,table,stages", [
     ("mug", "table1", {"build_mug_shards", "compute_landmark_labels", "train_model", "train_judge",
                        "evaluate_model", "make_table1"}),

@@ -5,11 +5,24 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from s3vae import configs
+from s3vae.model import S3VAEConfig
+from s3vae.utils import from_dict
 
 validate(config, schema="../schemas/config.schema.json")
 
 VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
 AUDIO = [ds for ds, c in config["datasets"].items() if c["modality"] == "audio"]
+
+# Checks the schema cannot express: the model reads the frames the recipe writes.
+for _ds in VIDEO:
+    _size, _model = config["datasets"][_ds].get("frame_size"), config["datasets"][_ds]["model"]
+    if _size is not None and _size != _model["image_size"]:
+        raise WorkflowError(f"datasets.{_ds}.frame_size = {_size} but datasets.{_ds}.model.image_size = "
+                            f"{_model['image_size']}: the model must read the frames the recipe writes")
+    try:  # widths that cannot reach the frame size, unknown options: S3VAEConfig says which key
+        from_dict(S3VAEConfig, _model)
+    except (TypeError, ValueError) as e:
+        raise WorkflowError(f"datasets.{_ds}.model: {e}") from e
 
 
 wildcard_constraints:
