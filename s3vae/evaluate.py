@@ -125,13 +125,17 @@ def random_blur(x: torch.Tensor, max_sigma: float, g: torch.Generator) -> torch.
 
 def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, epochs: int = 3,
                 batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: str = "auto",
-                threads: int = 0, blur: float = 0.0, log=print) -> dict:
+                threads: int = 0, blur: float = 0.0, train_frames: int = 0, log=print) -> dict:
     """Train the judge on real training clips; report its accuracy on the real test clips.
 
     ``blur`` > 0: every training clip is blurred by a random Gaussian (sigma up to ``blur`` pixels), so
     that the judge reads colours and shapes rather than the sharpness of a few pixels (at 32x32, a 3x3
     blur of real clips otherwise flips the skin colour it reads: docs/implementation.md). Its accuracy
-    on sharp and on blurred real test clips is reported."""
+    on sharp and on blurred real test clips is reported. ``train_frames`` > 0 (judges with static heads
+    only): each training clip contributes that many random frames (the heads average over frames, so
+    this trains as many clips for a fraction of the cost); testing reads every frame."""
+    if train_frames and cfg.dynamic:
+        raise ValueError("train_frames needs a judge without dynamic heads (they read the whole clip)")
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
@@ -147,7 +151,11 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
         batches = _batches(len(train_data), batch_size, True, g)
         for idx in tqdm(batches, desc=f"judge epoch {epoch + 1}/{epochs}", file=sys.stderr, mininterval=30):
             b = batch_of(train_data, idx)
-            x = random_blur(b["frames"], blur, g) if blur > 0 else b["frames"]
+            x = b["frames"]
+            if train_frames:
+                keep = torch.rand(x.shape[:2], generator=g).argsort(1)[:, :train_frames]      # (B, k)
+                x = x[torch.arange(len(x))[:, None], keep]                                # (B, k, C, H, W)
+            x = random_blur(x, blur, g) if blur > 0 else x
             logits = judge(x.to(dev))
             loss = sum(F.cross_entropy(logits[k], b[k].to(dev)) for k in cfg.heads)
             opt.zero_grad(set_to_none=True)

@@ -198,3 +198,17 @@ def test_a_shard_damaged_in_the_middle_is_named(tmp_path):
     with pytest.raises(ShardError, match=r"clips\.h5: row \d+ of 'frames'.*damaged"):
         for i in range(len(lazy)):
             lazy[i]
+
+
+def test_judge_trains_on_random_frames_and_blur_and_reports_blurred_accuracy(shards, tmp_path):
+    from s3vae.evaluate import JudgeConfig, train_judge
+
+    clips, _ = shards
+    cfg = JudgeConfig(channels=3, image_size=16, frames=5, heads={"action": 9}, dynamic=[], width=8)
+    m = train_judge(clips, clips, tmp_path / "j.pt", tmp_path / "j.json", cfg, epochs=1, batch_size=8,
+                    blur=1.0, train_frames=2, log=lambda *_: None)
+    assert 0 <= m["test_accuracy"]["action"] <= 1 and 0 <= m["test_accuracy_blurred"]["action"] <= 1
+    with pytest.raises(ValueError, match="dynamic heads"):
+        train_judge(clips, clips, tmp_path / "j.pt", tmp_path / "j.json",
+                    JudgeConfig(channels=3, image_size=16, frames=5, heads={"action": 9}, width=8),
+                    epochs=1, train_frames=2, log=lambda *_: None)
