@@ -17,7 +17,8 @@ dataset's judge:
 * ``rec_dyn`` / ``rec_stat``: the judge on plain reconstructions (the ceiling blur leaves);
 * the training losses of the last K steps (recon, KL_f, KL_t, SCC, DFP, MI, ...) and steps/s.
 
-Training time excludes scoring time. Prints the table, writes ``benchmarks/curves/<name>.csv`` and a PNG.
+Training time excludes scoring time. Prints the table, writes ``benchmarks/curves/<name>.csv`` and a PNG,
+and the same scalars to TensorBoard (``tensorboard --logdir benchmarks/runs``).
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def main(argv=None):
     partner = torch.as_tensor(swap_partners(labels[dynamic[0]].numpy(), static_y) if dynamic else np.arange(len(x)))
 
     name = a.name or f"{a.dataset}_{a.variant}_seed{a.seed}"
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(ROOT / "benchmarks/runs" / name))  # judge scores beside the losses
     rows, window, losses, clock = [], [], {}, {"train": 0.0, "t0": time.time()}
 
     def on_step(epoch, step, model, parts):
@@ -161,6 +165,10 @@ def main(argv=None):
                    **score(model, judge, x, labels, static, dynamic, partner),
                    **{k: round(float(np.mean(v)), 3) for k, v in losses.items()}}
             rows.append(row)
+            for k, v in row.items():
+                if k != "step":
+                    tb.add_scalar(f"quality/{k}", v, steps)
+            tb.flush()
             window.clear()
             losses.clear()
             print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
