@@ -20,7 +20,9 @@ from s3vae.model import S3VAE, S3VAEConfig
 
 CONFIGS = {
     "paper": S3VAEConfig(),  # Table 4 widths, 64x64, (d_zf, d_zt) = (256, 32)
-    "quick": S3VAEConfig(image_size=32, enc_widths=[16, 32, 64], dec_widths=[64, 32, 16, 16]),
+    # the quick CPU configuration (config/config.yaml's Sprites model)
+    "quick": S3VAEConfig(image_size=32, enc_widths=[16, 32, 64], decoder="transposed", dec_widths=[128, 64, 32],
+                         static_lstm="bidirectional"),
 }
 
 

@@ -277,8 +277,11 @@ class StepLog:
         for k, v in parts.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.n += 1
-        if step % self.every:
-            return
+        self.last = (step, epoch, lr)
+        if step % self.every == 0:
+            self._write(step, epoch, lr)
+
+    def _write(self, step: int, epoch: int, lr: float) -> None:
         now = time.perf_counter()
         row = {"step": step, "epoch": epoch, **{k: v / self.n for k, v in self.sums.items()}, "lr": lr,
                "steps_per_s": self.n / max(now - self.t0, 1e-9)}
@@ -291,6 +294,9 @@ class StepLog:
         self.sums, self.n, self.t0 = {}, 0, now
 
     def close(self) -> None:
+        """Writes the last, partial window (a short run still gets a row) and closes the event file."""
+        if self.n:
+            self._write(*self.last)
         self.tb.close()
 
 

@@ -152,6 +152,9 @@ def test_step_log_writes_csv_and_tensorboard_and_a_resume_keeps_earlier_rows(sha
     assert [int(r["step"]) for r in rows] == [1, 2, 3]                     # 24 clips / batch 8
     assert all(float(r["recon"]) > 0 and float(r["steps_per_s"]) > 0 and float(r["lr"]) == 1e-3 for r in rows)
     assert list((tmp_path / "ck/tb").glob("events.out.tfevents.*"))
+    # a run shorter than log_every still logs its steps once, at the end
+    train(clips, labels, tmp_path / "c.pt", tmp_path / "ck_c", MODEL, cfg(epochs=1, log_every=50), log=lambda *_: None)
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "ck_c/steps.csv"))] == [3]
     train(clips, labels, tmp_path / "b.pt", tmp_path / "ck", MODEL, cfg(epochs=2, log_every=1), log=lambda *_: None)
     rows = list(csv.DictReader(open(tmp_path / "ck/steps.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
