@@ -91,10 +91,10 @@ for d in local slurm; do
   cp "$ROOT/tests/tiny_config.yaml" "$WORK/$d/tiny.yaml"
 done
 SMK=("$PY" -m snakemake --configfile tiny.yaml)
-(cd "$WORK/local" && timeout -s KILL 900 "${SMK[@]}" --cores 2 > "$WORK/local.log" 2>&1)
+(cd "$WORK/local" && timeout -s KILL 1200 "${SMK[@]}" --cores 2 > "$WORK/local.log" 2>&1)
 t_slurm=$(date +%s)
 # the test cluster has one partition; threads as in the local run so that the numbers can be equal
-(cd "$WORK/slurm" && timeout -s KILL 1500 "${SMK[@]}" --workflow-profile "$ROOT/workflow/profiles/slurm" \
+(cd "$WORK/slurm" && timeout -s KILL 2700 "${SMK[@]}" --workflow-profile "$ROOT/workflow/profiles/slurm" \
   --slurm-no-account --slurm-status-command squeue --slurm-init-seconds-before-status-checks 1 \
   --default-resources slurm_partition=debug mem_mb=1000 runtime=30 \
   --set-resources train_model:slurm_partition=debug train_judge:slurm_partition=debug \
