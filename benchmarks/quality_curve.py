@@ -130,10 +130,10 @@ def main(argv=None):
     mcfg = from_dict(S3VAEConfig, configs.model_config(config, a.dataset, a.variant))
     res = Path(a.results) / a.dataset
     shards = {s: [str(res / f"shards/{s}_{i}.h5") for i in range(ds["n_shards"])] for s in ("train", "test")}
-    pseudo = [str(res / f"pseudolabels/{ds['pseudolabel']}/train_{i}.h5") for i in range(ds["n_shards"])]
-    uses_labels = (tcfg.lambda_dfp > 0 or tcfg.lambda_adv > 0) and tcfg.dfp_key in ("flow_labels", "landmark_gaps",
-                                                                                     "silence_labels")
-    label_shards = {tcfg.dfp_key: pseudo} if uses_labels else {}
+    pseudo_shards = [str(res / f"pseudolabels/{ds['pseudolabel']}/train_{i}.h5") for i in range(ds["n_shards"])]
+    pseudo = config["variants"][a.variant].get("dfp_labels", "pseudo") == "pseudo"  # else ground truth in the clips
+    uses_labels = (tcfg.lambda_dfp > 0 or tcfg.lambda_adv > 0) and pseudo
+    label_shards = {tcfg.dfp_key: pseudo_shards} if uses_labels else {}
 
     torch.set_num_threads(tcfg.threads)
     judge = load_judge(res / "judge/judge.pt")
