@@ -5,7 +5,7 @@
     python benchmarks/pseudolabels.py --profile       # add where the time goes (cProfile, torch.profiler)
 
 Clips: face crops of ``$S3VAE_DATA_MIRROR/faces/Megamind.avi`` (720x528, 270 frames; a Haar box from
-each clip's middle frame, as the MUG recipe does per take, resized to 64x64 with area interpolation),
+each clip's middle frame, resized to 64x64 with area interpolation; not the MUG recipe's box),
 written to a clip shard with ``s3vae.data`` (``atomic_h5`` + ``create_frames``: lzf, one chunk per clip).
 Without the mirror (or ``--video``) the clips are synthetic moving textures and the decode reference
 is a synthetic 720x528 MJPG video of the same length (say so in any result you record).

@@ -48,3 +48,48 @@ def model_config(config: dict, dataset: str, variant: str) -> dict:
     if v.get("lambda_adv", 0) * ds.get("lambda_scale", {}).get("adv", 1) > 0:
         cfg["adv_steps"] = ds["frames"]  # phi_f predicts every frame's label from z_f
     return cfg
+
+
+def coerce_overrides(config: dict, overrides: dict, schema: dict) -> list[str]:
+    """Give ``--config`` overrides the types a config file would give them; returns the keys changed.
+
+    Snakemake reads a nested ``--config`` value (``datasets={"mug": {"skip_bad": true, "n_shards": 4}}``)
+    with YAML's base loader, which leaves every scalar inside it a string. Each string that came from
+    ``overrides`` and that the schema rejects where it stands in ``config`` is read again as YAML
+    (``"true"`` -> True, ``"4"`` -> 4, ``"0.5"`` -> 0.5), in place. A string the schema accepts stays one
+    (a root folder named ``2024``), and a value given in a config file is never touched: there a quoted
+    ``"true"`` is the user's choice and the schema rejects it.
+    """
+    import yaml
+    from jsonschema.validators import validator_for
+
+    def string_leaves(node, path=()):
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            return {path} if isinstance(node, str) else set()
+        return set().union(*(string_leaves(v, (*path, k)) for k, v in items))
+
+    candidates = string_leaves(overrides)
+    validator = validator_for(schema)(schema)
+    changed: list[str] = []
+    for error in list(validator.iter_errors(config)):  # listed first: the loop edits config
+        path = tuple(error.absolute_path)
+        if path not in candidates:
+            continue
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key]
+        value = parent[path[-1]]
+        if not isinstance(value, str):
+            continue  # already coerced (one value can fail several keywords)
+        try:
+            typed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            continue
+        if isinstance(typed, (bool, int, float)) or typed is None:
+            parent[path[-1]] = typed
+            changed.append(".".join(str(k) for k in path))
+    return changed

@@ -13,9 +13,11 @@ from s3vae.data import ShardError
 from s3vae.datasets import mug
 from s3vae.datasets.mug import (
     EXPRESSIONS,
+    FaceDetector,
     build_shard,
     crop_resize,
     detect_face,
+    detect_indices,
     haar_faces,
     read_image,
     read_video,
@@ -121,6 +123,97 @@ def test_detect_face_on_the_middle_frame(video):
     assert crop.shape == (10, 64, 64, 3) and crop.dtype == np.uint8
     assert np.array_equal(crop[5], cv2.resize(frame[by:by + side, bx:bx + side], (64, 64),
                                               interpolation=cv2.INTER_AREA))
+
+
+def test_both_detectors_find_the_face_on_the_fixture(video):
+    frame = video[135]
+    hx, hy, hw, hh = haar_faces(frame)[0]
+    for name in ("mediapipe", "haar"):
+        with FaceDetector(name) as det:
+            faces = det(frame)
+            assert faces.dtype == np.float64 and faces.shape[1] == 4 and len(det(np.zeros_like(frame))) == 0
+            x, y, w, h = faces[np.argmax(faces[:, 2] * faces[:, 3])]
+            # the same face: centres within a quarter of Haar's side; BlazeFace's box is the tighter one
+            assert np.hypot(x + w / 2 - hx - hw / 2, y + h / 2 - hy - hh / 2) < hw / 4 and 0.6 * hw <= w <= hw
+            assert det.params()["name"] == name
+    assert FaceDetector("mediapipe").params()["version"]  # recorded in the shard
+    with pytest.raises(ValueError, match="unknown face detector 'dlib'"):
+        FaceDetector("dlib")
+
+
+def test_detect_indices_spread_over_the_take():
+    assert detect_indices(20, 16).tolist() == [0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14, 15, 16, 18, 19]
+    assert detect_indices(100, 5).tolist() == [0, 25, 50, 74, 99]
+    assert detect_indices(10, 16).tolist() == detect_indices(10, 0).tolist() == list(range(10))
+
+
+class FakeDetector:
+    """Stands in for FaceDetector: one box per frame, looked up by the frame's first pixel value."""
+
+    name = "fake"
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def __call__(self, frame):
+        box = self.boxes[int(frame[0, 0, 0])]
+        return np.zeros((0, 4)) if box is None else np.array([box, (0, 0, 5, 5)], np.float64)  # + a small one
+
+
+def test_take_box_is_the_median_over_frames_with_a_face():
+    frames = [np.full((100, 200, 3), i, np.uint8) for i in range(6)]
+    boxes = {0: (40, 20, 30, 30), 1: (42, 22, 30, 30), 2: None, 3: (44, 18, 34, 34), 4: (150, 60, 10, 10),
+             5: (38, 24, 30, 30)}
+    box, found = mug.take_box(frames, FakeDetector(boxes), margin=0)
+    # median centre (57, 37) and size 30 over the five frames with a face: the outlier on frame 4 and the
+    # small second face on every frame do not move it
+    assert found == 5 and box == (42, 22, 30, 30)
+    assert mug.take_box(frames, FakeDetector(boxes), margin=0.5) == ((27, 7, 60, 60), 5)
+    assert mug.take_box(frames, FakeDetector(dict.fromkeys(range(6))), margin=0) == (None, 0)
+
+
+def test_a_take_survives_frames_without_a_face(small, tmp_path):
+    """Detection runs over the take: blank middle frames (where the old recipe looked) do not lose it; a
+    take with a face on fewer than min_face_fraction of the frames checked is bad, named with the count."""
+    frames = small[100:100 + TAKE_LEN].copy()
+    frames[6:13] = 128  # 7 of the 20 frames (5 of the 16 checked) hold no face, the middle one among them
+    root = tmp_path / "subjects3"
+    write_frames(root / "001/anger/take000", frames)
+    take = scan(root).takes[0]
+    clips, starts, box = mug.take_clips(take)
+    assert clips.shape == (1, 15, 64, 64, 3)
+    _, _, box_clean = mug.take_clips(scan(good_tree(small, tmp_path / "clean")).takes[0])
+    assert max(abs(a - b) for a, b in zip(box, box_clean)) <= box_clean[2] / 8, (box, box_clean)  # about the same
+    with pytest.raises(ShardError, match=re.escape(f"{root / '001/anger/take000'}: face found on 11 of the 16 "
+                                                   "frames checked (of 20); need 12 (min_face_fraction 0.75")):
+        mug.take_clips(take, min_face_fraction=0.75)
+
+
+def good_tree(small, folder: Path) -> Path:
+    root = folder / "subjects3"
+    write_frames(root / "001/anger/take000", small[100:100 + TAKE_LEN])
+    return root
+
+
+def test_haar_option_and_the_detector_recorded_in_the_shard(small, tmp_path):
+    import json
+
+    root = good_tree(small, tmp_path)
+    crops = {}
+    for name in ("mediapipe", "haar"):
+        out = tmp_path / f"{name}.h5"
+        assert build_shard(root, out, "train", face_detector=name) == 1
+        d = read(out)
+        params = json.loads(d["attrs"]["params"])
+        assert params["face_detector"] == params["detector"]["name"] == name
+        assert params["detect_frames"] == 16 and params["min_face_fraction"] == 0.5
+        assert params["margin"] == mug.MARGINS[name]
+        crops[name] = d["frames"][0].astype(float)
+    # both margins crop about the same face region
+    assert np.abs(crops["mediapipe"] - crops["haar"]).mean() < 40
+    with pytest.raises(ValueError, match="unknown face_detector"):
+        build_shard(root, tmp_path / "x.h5", "train", face_detector="dlib")
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_square_box_is_clamped_to_the_image():
@@ -241,7 +334,7 @@ def good_take(small, root: Path, rel: str, start: int = 100, n: int = TAKE_LEN) 
 
 
 def corrupt_jpeg(small, root):
-    cut = good_take(small, root, "001/anger/take001") / "img_0010.jpg"  # the middle frame: always decoded
+    cut = good_take(small, root, "001/anger/take001") / "img_0000.jpg"  # frame 0: always decoded
     cut.write_bytes(cut.read_bytes()[:500])
     return cut, "truncated JPEG"
 
@@ -252,7 +345,7 @@ def short_take(small, root):
 
 def no_face(small, root):
     write_frames(root / "001/sadness/take000", np.full((TAKE_LEN, 176, 240, 3), 128, np.uint8))
-    return root / "001/sadness/take000/img_0010.jpg", "no face detected"
+    return root / "001/sadness/take000", "face found on 0 of the 16 frames checked (of 20)"
 
 
 def truncated_video(small, root):

