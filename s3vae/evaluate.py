@@ -265,6 +265,49 @@ def evaluate_model(model: S3VAE, judge: Judge, test_shards, static_labels: list[
     for group, names in (("dynamic", dynamic_labels), ("static", static_labels)):
         if names:  # mean over the labels of the group (e.g. Sprites' four attributes)
             result[group] = {m: float(np.mean([per_label[k][m] for k in names])) for m in per_label[names[0]]}
+    result.update(swap_scores(model, judge, data, static_labels, dynamic_labels, batch_size, seed, device))
+    return result
+
+
+@torch.no_grad()
+def swap_scores(model: S3VAE, judge: Judge, data: ClipDataset, static_labels: list[str],
+                dynamic_labels: list[str], batch_size: int = 128, seed: int = 0, device="cpu") -> dict:
+    """Fig. 4's motion transfer as a number (the paper shows it only as pictures), and its ceiling.
+
+    ``swap``: every test clip A is decoded with z_f of A and z_1:T of a partner B that has another
+    dynamic label and other static labels (``swap_partners``; without a dynamic label, as in SMMNIST,
+    B only has other static labels); the judge must find A's static and B's dynamic labels.
+    ``reconstruction``: the judge on plain reconstructions (z_f and z_1:T of the same clip), the ceiling
+    that blur leaves for every generated score. Accuracies per label and per group (mean over labels).
+    """
+    names = static_labels + dynamic_labels
+    y = {k: data.arrays(f"labels/{k}") for k in names}
+    static_y = np.stack([y[k] for k in static_labels], 1) if static_labels else None
+    if dynamic_labels:
+        partner = swap_partners(y[dynamic_labels[0]], static_y, seed)
+    else:  # any clip whose static labels differ
+        partner = swap_partners(np.unique(static_y, axis=0, return_inverse=True)[1].ravel(), None, seed)
+    hits = {"swap": {k: [] for k in names}, "reconstruction": {k: [] for k in names}}
+    for idx in _batches(len(data), batch_size, False):
+        idx = [i for i in idx if partner[i] >= 0]
+        if not idx:
+            continue
+        x = batch_of(data, idx)["frames"].to(device)
+        x_b = batch_of(data, partner[idx])["frames"].to(device)
+        enc = model.encode(x)
+        outs = {"swap": judge(model.decode(enc["zf_mu"], model.encode(x_b)["zt_mu"])),
+                "reconstruction": judge(model.decode(enc["zf_mu"], enc["zt_mu"]))}
+        for kind, out in outs.items():
+            for k in names:
+                source = partner[idx] if kind == "swap" and k in dynamic_labels else np.asarray(idx)
+                hits[kind][k].append(out[k].argmax(-1).cpu().numpy() == y[k][source])
+    result = {}
+    for kind, per in hits.items():
+        acc = {k: float(np.concatenate(v).mean()) for k, v in per.items() if v}
+        result[kind] = {"per_label": acc, "n": int((partner >= 0).sum())}
+        for group, group_names in (("dynamic", dynamic_labels), ("static", static_labels)):
+            if group_names and acc:
+                result[kind][group] = float(np.mean([acc[k] for k in group_names]))
     return result
 
 

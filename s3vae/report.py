@@ -60,6 +60,32 @@ def table1(eval_paths: list[str], judge_metrics: str | None, rows: list[str], se
     return _table(eval_paths, rows, not_implemented, summary_row, cells)
 
 
+NO_ENCODER = {"mocogan": "no encoder: it generates from noise, there is no clip to take z_f or z_1:T from"}
+
+
+def swap_table(eval_paths: list[str], rows: list[str], not_implemented: list[str] = ()) -> list[dict]:
+    """Swap accuracy (``s3vae.evaluate.swap_scores``) per variant and label, in percent, mean and std
+    over seeds, with the judge on plain reconstructions beside it. Models without an encoder get a note."""
+    def summarise(result: dict) -> dict:
+        if "swap" not in result:
+            raise ValueError("an evaluation file has no swap scores (written by an older version): rerun it "
+                             "with snakemake --forcerun evaluate_model")
+        out = {f"swap_{k}": v for k, v in result["swap"]["per_label"].items()}
+        out.update({f"swap_{g}": result["swap"][g] for g in ("dynamic", "static") if g in result["swap"]})
+        out.update({f"rec_{k}": v for k, v in result["reconstruction"]["per_label"].items()})
+        return out
+
+    def cells(runs: list[dict]) -> dict:
+        row = {}
+        for m in runs[0]:
+            vals = [100.0 * r[m] for r in runs]
+            row[m], row[f"{m}_std"] = float(np.mean(vals)), float(np.std(vals))
+        return row
+
+    table = _table(eval_paths, [r for r in rows if r not in NO_ENCODER], not_implemented, summarise, cells)
+    return table + [{"method": r, "n_seeds": 0, "note": NO_ENCODER[r]} for r in rows if r in NO_ENCODER]
+
+
 def table3(eval_paths: list[str], rows: list[str], seeds: list[int], not_implemented: list[str] = ()) -> list[dict]:
     """Speaker verification (Table 3): EER (%) from z_f and from z_1:T per variant, mean and std over seeds."""
     def cells(runs: list[dict]) -> dict:

@@ -109,3 +109,53 @@ def test_gaussian_blur_keeps_the_mean_and_flat_images_and_smooths_an_edge():
     assert torch.equal(gaussian_blur(edge, torch.tensor([0.0])), edge)  # sigma 0: unchanged
     g = torch.Generator().manual_seed(0)
     assert random_blur(torch.rand(4, 2, 3, 8, 8), 1.0, g).shape == (4, 2, 3, 8, 8)
+
+
+class _CodeModel:
+    """A stand-in S3VAE: z_f = the clip's static code (pixel 0 of frame 0), z_1:T = its dynamic code
+    (pixel 1 of every frame); ``leaky`` decodes the dynamic code from z_f instead of z_1:T."""
+
+    def __init__(self, leaky=False):
+        self.leaky = leaky
+
+    def encode(self, x):
+        flat = x.flatten(2)                                               # (B, T, C*H*W)
+        return {"zf_mu": flat[:, 0, :2], "zt_mu": flat[:, :, 1:2]}
+
+    def decode(self, zf, zt):
+        dyn = zf[:, None, 1:2].expand_as(zt) if self.leaky else zt
+        out = torch.zeros(len(zf), zt.shape[1], 1, 2, 2)
+        out[:, :, 0, 0, 0] = zf[:, None, 0]
+        out[:, :, 0, 0, 1] = dyn[..., 0]
+        return out
+
+
+def _code_judge(x):  # reads the codes back: static from pixel 0, dynamic from pixel 1
+    codes = (x.flatten(2)[:, 0, :2] * 255).round().long()
+    return {"style": torch.nn.functional.one_hot(codes[:, 0], 4).float(),
+            "action": torch.nn.functional.one_hot(codes[:, 1], 3).float()}
+
+
+def test_swap_scores_find_where_the_decoder_reads_the_motion(tmp_path):
+    from s3vae.data import ClipDataset, atomic_h5, create_frames
+    from s3vae.evaluate import swap_scores
+
+    rng = np.random.default_rng(0)
+    style, action = rng.integers(0, 4, 40), rng.integers(0, 3, 40)
+    frames = np.zeros((40, 3, 2, 2, 1), np.uint8)
+    frames[:, :, 0, 0, 0] = style[:, None]
+    frames[:, :, 0, 1, 0] = action[:, None]
+    with atomic_h5(tmp_path / "test_0.h5") as f:
+        create_frames(f, frames)
+        f.create_dataset("labels/style", data=style)
+        f.create_dataset("labels/action", data=action)
+    data = ClipDataset([str(tmp_path / "test_0.h5")], preload=True)
+    # the codes are pixel values / 255 in the clips; the stand-in decoder writes them back unchanged
+    good = swap_scores(_CodeModel(), _code_judge, data, ["style"], ["action"], batch_size=16)
+    assert good["swap"]["dynamic"] == 1.0 and good["swap"]["static"] == 1.0
+    assert good["reconstruction"]["per_label"] == {"style": 1.0, "action": 1.0}
+    leaky = swap_scores(_CodeModel(leaky=True), _code_judge, data, ["style"], ["action"], batch_size=16)
+    assert leaky["swap"]["dynamic"] == 0.0          # the partner always has another action
+    assert leaky["swap"]["static"] == 1.0 and leaky["reconstruction"]["dynamic"] == 1.0
+    no_dynamic = swap_scores(_CodeModel(), _code_judge, data, ["style"], [], batch_size=16)
+    assert no_dynamic["swap"]["static"] == 1.0 and "dynamic" not in no_dynamic["swap"]

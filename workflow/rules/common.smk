@@ -139,7 +139,7 @@ def dataset_targets(dataset):
             f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png" for v in rows for fig in ("mel_swap", "training")
         ]
     rows = implemented(config["table1"]["rows"])
-    out = [f"results/{dataset}/table1.csv"]
+    out = [f"results/{dataset}/table1.csv", f"results/{dataset}/swap.csv"]
     if dataset in config["table2"]["datasets"]:
         out.append(f"results/{dataset}/table2.csv")
         rows = rows + [r for r in implemented(config["table2"]["rows"]) if r not in rows]

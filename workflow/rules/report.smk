@@ -61,6 +61,29 @@ rule make_table2:
         "../scripts/make_table.py"
 
 
+rule make_swap_table:
+    input:
+        evals=lambda wc: eval_files(wc.dataset, config["table1"]["rows"]),
+    output:
+        report(
+            "results/{dataset}/swap.csv",
+            caption="../report/swap_table.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+    params:
+        rows=config["table1"]["rows"],
+        not_implemented=config["not_implemented"],
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
+    log:
+        LOGS + "/make_swap_table.log",
+    benchmark:
+        BENCH + "/make_swap_table.tsv"
+    script:
+        "../scripts/make_swap_table.py"
+
+
 rule make_table3:
     input:
         evals=lambda wc: eval_files(wc.dataset, config["table3"]["rows"]),
