@@ -38,10 +38,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-LOGS = "results/{dataset}/logs"
-BENCH = "results/{dataset}/benchmarks"
-
-
 def one_of(names):
     """A wildcard constraint matching exactly these names."""
     return "|".join(names) if names else "(?!)"
@@ -68,8 +64,8 @@ def required_root(dataset):
     if not root:
         raise WorkflowError(
             f"datasets.{dataset}.root is not set: {dataset} is licensed and cannot be downloaded; point it at "
-            f"your copy, e.g. --config 'datasets={{\"{dataset}\": {{\"root\": \"/data/{dataset}\"}}}}' or in a "
-            f"--configfile (see README, 'Licensed datasets')")
+            f"your copy in a --configfile (datasets: {{{dataset}: {{root: path/to/{dataset}}}}}) or with --config "
+            f"(docs/datasets.md)")
     if not os.path.isdir(root):
         raise WorkflowError(f"datasets.{dataset}.root = {root!r} is not a folder")
     return root
@@ -144,3 +140,26 @@ def dataset_targets(dataset):
         out.append(f"results/{dataset}/table2.csv")
         rows = rows + [r for r in implemented(config["table2"]["rows"]) if r not in rows]
     return out + [f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png" for v in rows for fig in ("swap", "training")]
+
+
+def eval_files(dataset, rows):
+    """The evaluation files a table of these rows reads: every implemented row x every seed."""
+    return expand(
+        "results/{dataset}/eval/{variant}/seed{seed}.json",
+        dataset=dataset,
+        variant=implemented(rows),
+        seed=config["seeds"],
+    )
+
+
+def comparison_inputs(wildcards):
+    """The tables compare_with_paper reads, keyed <dataset>_table<n>: every target dataset's."""
+    tables = {}
+    for ds in config["targets"]:
+        if ds in AUDIO:
+            tables[f"{ds}_table3"] = f"results/{ds}/table3.csv"
+        else:
+            tables[f"{ds}_table1"] = f"results/{ds}/table1.csv"
+            if ds in config["table2"]["datasets"]:
+                tables[f"{ds}_table2"] = f"results/{ds}/table2.csv"
+    return tables

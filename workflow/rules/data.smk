@@ -11,6 +11,8 @@ rule fetch_sprites_layers:
         "results/sprites/logs/fetch_sprites_layers.log",
     benchmark:
         "results/sprites/benchmarks/fetch_sprites_layers.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/fetch_sprites_layers.py"
 
@@ -24,6 +26,8 @@ rule fetch_mnist:
         "results/smmnist/logs/fetch_mnist.log",
     benchmark:
         "results/smmnist/benchmarks/fetch_mnist.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/fetch_mnist.py"
 
@@ -37,5 +41,7 @@ rule fetch_fsdd_recordings:
         "results/fsdd/logs/fetch_fsdd_recordings.log",
     benchmark:
         "results/fsdd/benchmarks/fetch_fsdd_recordings.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/fetch_fsdd_recordings.py"

@@ -18,9 +18,11 @@ rule train_judge:
     resources:
         gpu=1,
     log:
-        LOGS + "/train_judge.log",
+        "results/{dataset}/logs/train_judge.log",
     benchmark:
-        BENCH + "/train_judge.tsv"
+        "results/{dataset}/benchmarks/train_judge.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/train_judge.py"
 
@@ -41,9 +43,11 @@ rule evaluate_model:
     resources:
         gpu=1,
     log:
-        LOGS + "/evaluate_model/{variant}_seed{seed}.log",
+        "results/{dataset}/logs/evaluate_model/{variant}_seed{seed}.log",
     benchmark:
-        BENCH + "/evaluate_model/{variant}_seed{seed}.tsv"
+        "results/{dataset}/benchmarks/evaluate_model/{variant}_seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/evaluate_model.py"
 
@@ -62,8 +66,10 @@ rule evaluate_verification:
     resources:
         gpu=1,
     log:
-        LOGS + "/evaluate_verification/{variant}_seed{seed}.log",
+        "results/{dataset}/logs/evaluate_verification/{variant}_seed{seed}.log",
     benchmark:
-        BENCH + "/evaluate_verification/{variant}_seed{seed}.tsv"
+        "results/{dataset}/benchmarks/evaluate_verification/{variant}_seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/evaluate_verification.py"

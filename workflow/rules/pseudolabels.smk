@@ -13,9 +13,11 @@ rule compute_flow_labels:
     wildcard_constraints:
         dataset=one_of(VIDEO),
     log:
-        LOGS + "/compute_flow_labels/{split}_{shard}.log",
+        "results/{dataset}/logs/compute_flow_labels/{split}_{shard}.log",
     benchmark:
-        BENCH + "/compute_flow_labels/{split}_{shard}.tsv"
+        "results/{dataset}/benchmarks/compute_flow_labels/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/compute_flow_labels.py"
 
@@ -30,9 +32,11 @@ rule compute_landmark_labels:
     wildcard_constraints:
         dataset=one_of(VIDEO),
     log:
-        LOGS + "/compute_landmark_labels/{split}_{shard}.log",
+        "results/{dataset}/logs/compute_landmark_labels/{split}_{shard}.log",
     benchmark:
-        BENCH + "/compute_landmark_labels/{split}_{shard}.tsv"
+        "results/{dataset}/benchmarks/compute_landmark_labels/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/compute_landmark_labels.py"
 
@@ -47,8 +51,10 @@ rule compute_silence_labels:
     wildcard_constraints:
         dataset=one_of(AUDIO),
     log:
-        LOGS + "/compute_silence_labels/{split}_{shard}.log",
+        "results/{dataset}/logs/compute_silence_labels/{split}_{shard}.log",
     benchmark:
-        BENCH + "/compute_silence_labels/{split}_{shard}.tsv"
+        "results/{dataset}/benchmarks/compute_silence_labels/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/compute_silence_labels.py"

@@ -2,61 +2,30 @@
 # with the paper's values, and figures. Outputs marked report() go into `snakemake --report`.
 
 
-def eval_files(dataset, rows):
-    return expand(
-        "results/{dataset}/eval/{variant}/seed{seed}.json",
-        dataset=dataset,
-        variant=implemented(rows),
-        seed=config["seeds"],
-    )
-
-
-rule make_table1:
+rule make_table:
     input:
-        evals=lambda wc: eval_files(wc.dataset, config["table1"]["rows"]),
+        evals=lambda wc: eval_files(wc.dataset, config[f"table{wc.table}"]["rows"]),
         judge="results/{dataset}/judge/metrics.json",
     output:
         report(
-            "results/{dataset}/table1.csv",
-            caption="../report/table1.rst",
+            "results/{dataset}/table{table}.csv",
+            caption="../report/table.rst",
             category="Tables",
             subcategory="{dataset}",
         ),
     params:
-        rows=config["table1"]["rows"],
+        rows=lambda wc: config[f"table{wc.table}"]["rows"],
         seeds=config["seeds"],
         not_implemented=config["not_implemented"],
     wildcard_constraints:
         dataset=one_of(VIDEO),
+        table="1|2",
     log:
-        LOGS + "/make_table1.log",
+        "results/{dataset}/logs/make_table/table{table}.log",
     benchmark:
-        BENCH + "/make_table1.tsv"
-    script:
-        "../scripts/make_table.py"
-
-
-rule make_table2:
-    input:
-        evals=lambda wc: eval_files(wc.dataset, config["table2"]["rows"]),
-        judge="results/{dataset}/judge/metrics.json",
-    output:
-        report(
-            "results/{dataset}/table2.csv",
-            caption="../report/table2.rst",
-            category="Tables",
-            subcategory="{dataset}",
-        ),
-    params:
-        rows=config["table2"]["rows"],
-        seeds=config["seeds"],
-        not_implemented=config["not_implemented"],
-    wildcard_constraints:
-        dataset=one_of(VIDEO),
-    log:
-        LOGS + "/make_table2.log",
-    benchmark:
-        BENCH + "/make_table2.tsv"
+        "results/{dataset}/benchmarks/make_table/table{table}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/make_table.py"
 
@@ -77,9 +46,11 @@ rule make_swap_table:
     wildcard_constraints:
         dataset=one_of(VIDEO),
     log:
-        LOGS + "/make_swap_table.log",
+        "results/{dataset}/logs/make_swap_table.log",
     benchmark:
-        BENCH + "/make_swap_table.tsv"
+        "results/{dataset}/benchmarks/make_swap_table.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/make_swap_table.py"
 
@@ -101,23 +72,13 @@ rule make_table3:
     wildcard_constraints:
         dataset=one_of(AUDIO),
     log:
-        LOGS + "/make_table3.log",
+        "results/{dataset}/logs/make_table3.log",
     benchmark:
-        BENCH + "/make_table3.tsv"
+        "results/{dataset}/benchmarks/make_table3.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/make_table3.py"
-
-
-def comparison_inputs(wildcards):
-    tables = {}
-    for ds in config["targets"]:
-        if ds in AUDIO:
-            tables[f"{ds}_table3"] = f"results/{ds}/table3.csv"
-        else:
-            tables[f"{ds}_table1"] = f"results/{ds}/table1.csv"
-            if ds in config["table2"]["datasets"]:
-                tables[f"{ds}_table2"] = f"results/{ds}/table2.csv"
-    return tables
 
 
 rule compare_with_paper:
@@ -131,6 +92,8 @@ rule compare_with_paper:
         "results/logs/compare_with_paper.log",
     benchmark:
         "results/benchmarks/compare_with_paper.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/compare_with_paper.py"
 
@@ -175,9 +138,11 @@ rule make_figures:
     wildcard_constraints:
         dataset=one_of(VIDEO),
     log:
-        LOGS + "/make_figures/{variant}_seed{seed}.log",
+        "results/{dataset}/logs/make_figures/{variant}_seed{seed}.log",
     benchmark:
-        BENCH + "/make_figures/{variant}_seed{seed}.tsv"
+        "results/{dataset}/benchmarks/make_figures/{variant}_seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/make_figures.py"
 
@@ -194,9 +159,11 @@ rule plot_training:
             labels={"model": "{variant}", "figure": "training curves"},
         ),
     log:
-        LOGS + "/plot_training/{variant}_seed{seed}.log",
+        "results/{dataset}/logs/plot_training/{variant}_seed{seed}.log",
     benchmark:
-        BENCH + "/plot_training/{variant}_seed{seed}.tsv"
+        "results/{dataset}/benchmarks/plot_training/{variant}_seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/plot_training.py"
 
@@ -218,8 +185,10 @@ rule make_audio_figures:
     wildcard_constraints:
         dataset=one_of(AUDIO),
     log:
-        LOGS + "/make_audio_figures/{variant}_seed{seed}.log",
+        "results/{dataset}/logs/make_audio_figures/{variant}_seed{seed}.log",
     benchmark:
-        BENCH + "/make_audio_figures/{variant}_seed{seed}.tsv"
+        "results/{dataset}/benchmarks/make_audio_figures/{variant}_seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/make_audio_figures.py"

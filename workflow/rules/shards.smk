@@ -15,6 +15,8 @@ rule build_sprites_shards:
         "results/sprites/logs/build_sprites_shards/{split}_{shard}.log",
     benchmark:
         "results/sprites/benchmarks/build_sprites_shards/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/build_sprites_shards.py"
 
@@ -32,6 +34,8 @@ rule build_smmnist_shards:
         "results/smmnist/logs/build_smmnist_shards/{split}_{shard}.log",
     benchmark:
         "results/smmnist/benchmarks/build_smmnist_shards/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/build_smmnist_shards.py"
 
@@ -48,6 +52,8 @@ rule build_mug_shards:
         "results/mug/logs/build_mug_shards/{split}_{shard}.log",
     benchmark:
         "results/mug/benchmarks/build_mug_shards/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/build_mug_shards.py"
 
@@ -63,6 +69,8 @@ rule build_fsdd_shards:
         "results/fsdd/logs/build_fsdd_shards/{split}_{shard}.log",
     benchmark:
         "results/fsdd/benchmarks/build_fsdd_shards/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/build_fsdd_shards.py"
 
@@ -78,5 +86,7 @@ rule build_timit_shards:
         "results/timit/logs/build_timit_shards/{split}_{shard}.log",
     benchmark:
         "results/timit/benchmarks/build_timit_shards/{split}_{shard}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/build_timit_shards.py"

@@ -19,8 +19,10 @@ rule train_model:
     resources:
         gpu=1,
     log:
-        LOGS + "/train_model/{variant}_seed{seed}.log",
+        "results/{dataset}/logs/train_model/{variant}_seed{seed}.log",
     benchmark:
-        BENCH + "/train_model/{variant}_seed{seed}.tsv"
+        "results/{dataset}/benchmarks/train_model/{variant}_seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
     script:
         "../scripts/train_model.py"

@@ -1,4 +1,4 @@
-# Thin entry point for rules make_table1 and make_table2 (logic: s3vae.report).
+# Thin entry point for rule make_table: Tables 1 and 2 (logic: s3vae.report).
 from s3vae.report import format_table, table1, write_csv
 from s3vae.utils import redirect_output
 
