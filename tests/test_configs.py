@@ -9,6 +9,9 @@ from s3vae.train import TrainConfig
 from s3vae.utils import from_dict
 
 
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
 def config():
     return yaml.safe_load(open("config/config.yaml"))
 
@@ -47,15 +50,44 @@ def test_lambda_scale_keeps_zero_terms_and_scales_the_others():
     assert configs.train_config(c, "fsdd", "baseline", 1)["lambda_scc"] == 0
 
 
+def repeated_keys(override, base, path=""):
+    """Dotted keys of ``override`` whose value equals ``base``'s (nested dicts compared key by key)."""
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            yield from repeated_keys(v, base[k], f"{path}{k}.")
+        elif k in base and base[k] == v:
+            yield f"{path}{k}"
+
+
+@pytest.mark.parametrize("path", ["config/paper.yaml", "config/all_rows.yaml", "tests/tiny_config.yaml"])
+def test_override_files_hold_only_what_differs_from_config_yaml(path):
+    """Snakemake merges a --configfile over config/config.yaml key by key: a value repeated there would
+    be a second place to change."""
+    from snakemake.common.configfile import load_configfile
+
+    assert list(repeated_keys(load_configfile(path), load_configfile("config/config.yaml"))) == []
+
+
+def test_an_override_of_one_block_does_not_reach_the_blocks_that_share_its_anchor():
+    """FSDD's and TIMIT's models (and the variants' λ's) are written once in config.yaml with YAML merge
+    keys, which copy: Snakemake's in-place merge of an override into one block leaves the others alone."""
+    from snakemake.common.configfile import load_configfile
+    from snakemake.utils import update_config
+
+    c = load_configfile("config/config.yaml")
+    assert c["datasets"]["timit"]["model"] == c["datasets"]["fsdd"]["model"]
+    update_config(c, {"datasets": {"fsdd": {"model": {"z_f": 3}}}, "variants": {"full": {"lambda_mi": 2}}})
+    assert c["datasets"]["timit"]["model"]["z_f"] == 64
+    assert c["variants"]["no-scc"]["lambda_mi"] == c["variants"]["no-adv"]["lambda_mi"] == 1
+
+
 def test_config_overrides_get_the_types_a_config_file_gives():
     """`--config 'datasets={"mug": {...}}'` arrives with every nested scalar a string (Snakemake reads it
     with YAML's base loader): booleans and numbers are typed where the schema wants them, nothing else."""
-    import json
-
     from jsonschema.validators import validator_for
     from snakemake.utils import update_config
 
-    schema = json.load(open("workflow/schemas/config.schema.json"))
+    schema = yaml.safe_load(open(SCHEMA))
     c = config()
     c["datasets"]["mug"]["exclude"] = ["*nsg*"]
     overrides = {"datasets": {"mug": {"root": "2024", "skip_bad": "true", "n_shards": "4",
@@ -82,3 +114,18 @@ def test_config_overrides_get_the_types_a_config_file_gives():
     assert c["datasets"]["mug"]["skip_bad"] is False
     c["datasets"]["mug"]["skip_bad"] = "maybe"
     assert configs.coerce_overrides(c, {"datasets": {"mug": {"skip_bad": "maybe"}}}, schema) == []
+
+
+def test_every_key_of_the_schema_is_described():
+    def undescribed(node, path=""):
+        if isinstance(node, dict):
+            for name, sub in node.get("properties", {}).items():
+                if "description" not in sub:
+                    yield f"{path}/{name}"
+            for k, v in node.items():
+                yield from undescribed(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for v in node:
+                yield from undescribed(v, path)
+
+    assert list(undescribed(yaml.safe_load(open(SCHEMA)))) == []

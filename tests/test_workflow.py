@@ -255,7 +255,8 @@ def test_mug_pipeline_runs_end_to_end_on_a_mug_shaped_tree(mirror, tmp_path):
     wd = copy_workflow(tmp_path)
     cfg = yaml.safe_load((wd / "tiny.yaml").read_text())
     cfg["datasets"]["mug"] = {"root": str(root), "n_shards": 1, "frame_size": 16,
-                              "model": {**cfg["datasets"]["sprites"]["model"], "z_f": 4, "z_t": 8}}
+                              "model": {**cfg["datasets"]["sprites"]["model"], "decoder": "transposed",
+                                        "z_f": 4, "z_t": 8}}
     (wd / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(wd, "results/mug/table1.csv", "results/mug/table2.csv", env={"S3VAE_DATA_MIRROR": str(mirror)})
     t1 = read_csv(wd / "results/mug/table1.csv")

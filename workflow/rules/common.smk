@@ -1,7 +1,7 @@
 # Shared helpers: config validation, wildcard constraints, shard lists, per-(dataset, variant) configs.
-import json
 import os
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -11,9 +11,9 @@ from s3vae.utils import from_dict
 
 # A nested --config value arrives with every scalar a string ("true", "4"): type them as a config file
 # would, where the schema wants another type (s3vae.configs.coerce_overrides), then validate.
-with open(os.path.join(workflow.current_basedir, "../schemas/config.schema.json")) as _fh:
-    configs.coerce_overrides(config, workflow.config_settings.overwrite_config, json.load(_fh))
-validate(config, schema="../schemas/config.schema.json")
+with open(os.path.join(workflow.current_basedir, "../schemas/config.schema.yaml")) as _fh:
+    configs.coerce_overrides(config, workflow.config_settings.overwrite_config, yaml.safe_load(_fh))
+validate(config, schema="../schemas/config.schema.yaml")
 
 VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
 AUDIO = [ds for ds, c in config["datasets"].items() if c["modality"] == "audio"]
