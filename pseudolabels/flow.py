@@ -22,7 +22,6 @@ CLI:  python -m pseudolabels.flow CLIPS.h5 OUT.h5 --grid 3 --topk 1 --method far
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 
 from s3vae.data import ShardError, atomic_h5, open_shard, write_attrs
+from s3vae.utils import file_digest
 
 METHODS = ("farneback", "dis", "flownet2")
 
@@ -115,15 +115,6 @@ def clip_flow_labels(frames: np.ndarray, grid: int = 3, k: int = 1, method: str 
     else:
         flows = [optical_flow(gray[t - 1], gray[t], method) for t in range(1, len(gray))]
     return labels_from_flows(np.stack(flows), grid, k)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (the 620 MB FlowNet2 checkpoint hashes in about a second)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def flownet2_labels(frames, model, grid: int = 3, k: int = 1, batch_size: int = 64

@@ -50,11 +50,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s3vae.utils import pick_device
+
 __all__ = [
     "ARCHS", "ChannelNorm", "CheckpointError", "Correlation", "FlowNet2", "FlowNet2C", "FlowNet2CS",
     "FlowNet2CSS", "FlowNet2S", "FlowNet2SD", "FlowNetC", "FlowNetFusion", "FlowNetS", "FlowNetSD",
     "Resample2d", "WEIGHTS_HELP", "WeightsNotFoundError", "build_model", "flownet2_flow", "guess_arch",
-    "load_flownet2", "normalize_arch", "resolve_device",
+    "load_flownet2", "normalize_arch",
 ]
 
 DIV_FLOW = 20.0
@@ -522,12 +524,6 @@ def guess_arch(state_dict: dict) -> str | None:
     return None
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_flownet2(path: str | os.PathLike, arch: str = "FlowNet2", device: str | torch.device = "auto"
                   ) -> nn.Module:
     """A flownet2-pytorch model of class ``arch`` with the weights of ``path``, in eval mode on ``device``.
@@ -565,7 +561,7 @@ def load_flownet2(path: str | os.PathLike, arch: str = "FlowNet2", device: str |
                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if v]
         raise CheckpointError(f"{path}: does not fit arch {name}: {'; '.join(parts)}{hint}")
     model.load_state_dict(state, strict=True)
-    return model.to(resolve_device(device)).eval()
+    return model.to(pick_device(device)).eval()
 
 
 # ----------------------------------------------------------------------------------------------------

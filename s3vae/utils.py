@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -11,11 +12,20 @@ import numpy as np
 import torch
 
 
-def pick_device(requested: str = "auto") -> torch.device:
+def pick_device(requested: str | torch.device = "auto") -> torch.device:
     """``auto`` = CUDA when present, else CPU; the rule asks for a GPU but must run without one."""
-    if requested == "auto":
+    if str(requested) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks (checkpoints can be hundreds of MB)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def seed_everything(seed: int) -> None:

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from s3vae.utils import file_digest
+
 MIRROR_ENV = "S3VAE_DATA_MIRROR"
 
 
@@ -10,12 +12,6 @@ def resolve_mirror(configured: str | None = None) -> Path | None:
     """The data mirror: the config key if set, else $S3VAE_DATA_MIRROR, else None (download)."""
     value = configured or os.environ.get(MIRROR_ENV) or None
     return Path(value).expanduser().resolve() if value else None
-
-
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    import hashlib
-
-    return hashlib.new(algorithm, Path(path).read_bytes()).hexdigest()
 
 
 def place_verified(target: Path, digest: str, algorithm: str, *, mirror_file: Path | None, url: str | None,

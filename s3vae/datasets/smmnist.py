@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
-import hashlib
 import json
 import sys
 from importlib import resources
@@ -73,6 +72,7 @@ from PIL import Image
 
 from s3vae.data import atomic_h5, create_frames, write_attrs
 from s3vae.datasets import place_verified, resolve_mirror
+from s3vae.utils import file_digest
 
 N_TRAIN = 5000
 N_TEST = 1000
@@ -99,10 +99,6 @@ class SMMNISTError(ValueError):
 
 def manifest() -> dict:
     return json.loads(resources.files("s3vae.datasets").joinpath("smmnist_manifest.json").read_text())
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def _log(msg: str) -> None:
@@ -177,7 +173,7 @@ def read_mnist(folder: str | Path, split: str, checksums: dict[str, str] | None 
         path = Path(folder) / name
         if not path.exists():
             raise SMMNISTError(f"{path}: MNIST file not found")
-        if name in checksums and (got := _md5(path)) != checksums[name]:
+        if name in checksums and (got := file_digest(path, "md5")) != checksums[name]:
             raise SMMNISTError(f"{path}: checksum mismatch (md5 {got}, expected {checksums[name]})")
         arrays.append(parse_idx(path))
     images, labels = arrays
