@@ -27,7 +27,7 @@ from pseudolabels.flownet2 import (
 )
 from s3vae.data import atomic_h5, create_frames
 
-KEYS_TSV = Path(__file__).resolve().parents[2] / "shared/flownet2/flownet2_keys.tsv"
+KEYS_TSV = Path(__file__).resolve().parent / "fixtures/flownet2_keys.tsv"  # from flownet2-pytorch (fixtures/README.md)
 
 # parameter counts of flownet2-pytorch's classes (spec table; FlowNet2's also in the repo's source comment)
 PARAMS = {"FlowNet2": 162_518_834, "FlowNet2C": 39_175_298, "FlowNet2S": 38_676_506, "FlowNet2SD": 45_371_666,
@@ -154,7 +154,6 @@ def test_flownet2_subnetworks_and_flownets_upsampling_has_no_bias():
     assert tuple(meta_model("FlowNet2S").state_dict()["conv1.0.weight"].shape) == (64, 6, 7, 7)
 
 
-@pytest.mark.skipif(not KEYS_TSV.exists(), reason=f"official key list not present ({KEYS_TSV})")
 def test_state_dict_keys_and_shapes_equal_the_official_list():
     official: dict[str, list] = {}
     with open(KEYS_TSV) as f:
