@@ -68,7 +68,7 @@ def grid_magnitude(flow: np.ndarray, grid: int) -> np.ndarray:
     h, w = flow.shape[-3:-1]
     fx, fy = flow[..., 0], flow[..., 1]
     # = np.linalg.norm(flow, axis=-1) bit for bit (the same multiplies, one add, sqrt), without numpy's
-    # slow reduction over a length-2 axis: 5x faster, ~10 % of the farneback stage
+    # slow reduction over a length-2 axis (benchmarks/README.md)
     mag = np.sqrt(fx * fx + fy * fy)
     rows, cols = _split_slices(h, grid), _split_slices(w, grid)
     cells = [mag[..., r, c].mean(axis=(-2, -1)) for r in rows for c in cols]
@@ -109,7 +109,7 @@ def clip_flow_labels(frames: np.ndarray, grid: int = 3, k: int = 1, method: str 
     gray = [_gray(f) for f in frames]                    # each frame once, not once per pair it is in
     if method == "dis":
         # one DIS object per clip: calc() with no initial flow keeps no state between pairs (same flows
-        # as a new object per pair, tested), and its buffers are reused (~20 % faster)
+        # as a new object per pair, tested), and its buffers are reused
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         flows = [dis.calc(gray[t - 1], gray[t], None) for t in range(1, len(gray))]
     else:

@@ -27,22 +27,22 @@ Backends (one geometry function for both):
     ``mp.solutions.face_mesh`` with ``static_image_mode=True``, one face, no iris refinement: every
     frame is labelled on its own, so a label never depends on its neighbours or on clip order and a
     repeated frame gives an identical label. ``tracking=True`` switches to video mode (the previous
-    frame's landmarks seed the next; the graph is reset at every clip): ~1.6x faster with similar
-    signals on the fixture. Upscaling 48-64 px crops to 128-256 px changed neither the detection
-    rate (all 269 face frames of the Megamind fixture found at 48 and 64 px) nor the signals
-    materially, so the default is ``upscale=0`` (frames as stored).
+    frame's landmarks seed the next; the graph is reset at every clip): faster, with similar
+    signals. Upscaling small crops changed neither the detections nor the signals materially, so the
+    default is ``upscale=0`` (frames as stored); benchmarks/README.md has both measurements.
   * ``fan`` (the paper's detector [14], face-alignment 1.5.0, 2D-FAN-4): built with
-    ``flip_input=False, compile=False`` (torch.compile costs ~51 s on CPU). Its weights are never
-    downloaded here: put ``s3fd-619a316812.pth`` (face detector, only for ``fan_detector="sfd"``)
-    and ``2DFAN4-11f355bf06.pth.tar`` into ``torch.hub.get_dir()/checkpoints``
+    ``flip_input=False, compile=False`` (torch.compile's start-up costs more than it saves; see
+    benchmarks/README.md). Its weights are never downloaded here: put ``s3fd-619a316812.pth`` (face
+    detector, only for ``fan_detector="sfd"``) and ``2DFAN4-11f355bf06.pth.tar`` into
+    ``torch.hub.get_dir()/checkpoints``
     (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``); a missing file
     raises :class:`MissingWeightsError` naming the directory, the files and their URLs.
     ``fan_detector="sfd"`` (default) runs the S3FD detector on each frame and keeps the largest
     face; ``fan_detector="full"`` skips detection and passes the whole frame as the face box (for
     tight face crops; it needs only the FAN file, and since every frame then "has" a face it never
     reports a missing one). FAN resamples the face to 256 px itself; S3FD's anchors start at 16 px,
-    so ``upscale`` (e.g. 256) mainly helps the detector on 64 px crops (not measured: no weights
-    on our machines).
+    so ``upscale`` (e.g. 256) mainly helps the detector on 64 px crops (untested: the weights are
+    user-placed).
 
 Missing faces: a frame without a face gets its gaps linearly interpolated from the nearest frames
 of the same clip that have one (held constant before the first / after the last). A clip with no

@@ -194,7 +194,7 @@ def appendix_c_metrics(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-12
 
 def balanced_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Indices of a class-balanced subset: every class present cut down to the rarest one's count
-    (a seeded choice), sorted. The metrics are computed "with classes balanced" (issue 4): on an
+    (a seeded choice), sorted. The metrics are computed "with classes balanced": on an
     unbalanced test set (MUG) the inter-entropy H(y) would otherwise reward the class skew."""
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)

@@ -6,11 +6,8 @@ All losses are per sequence, averaged over the minibatch. The reconstruction ter
 is a Gaussian with fixed variance (squared error summed over pixels and frames, as in DSVAE and
 C-DSVAE) or a Bernoulli (binary cross-entropy), chosen by config.
 
-The λ's are App. D's (1000, 100, 1) for video. The audio datasets scale them (config
-``datasets.<name>.lambda_scale``): λ1 = 100, and λ3 = 1/T, which makes L_MI the per-step mean of eq. 7
-as C-DSVAE's code computes it. Summed over T steps, MWS's penalty on a sharp z_t removes z_f's speaker
-information (``batch_identifiability``); with λ1 = 1000 the triplet makes z_f encode each segment's
-content (FSDD measurements in the README).
+The λ's come from the config's variants (App. D's); a dataset may scale them
+(``datasets.<name>.lambda_scale``; docs/implementation.md, "λ's for audio", says why and what was measured).
 """
 
 from __future__ import annotations

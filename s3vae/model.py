@@ -9,8 +9,8 @@ Inference model (eq. 3-4):
     q(z_t | x_<=t):  LSTM_t(256) over LSTM_f's outputs (both unidirectional, so causal in t)
   ``static_lstm="bidirectional"`` (App. D only says "an LSTM"; C-DSVAE and DSVAE read z_f from a
   BiLSTM): LSTM_f runs both ways, z_f reads [forward last, backward first], and LSTM_t reads only the
-  forward half, so q(z_t | x_<=t) stays causal. The audio configs use it (FSDD baseline, seed 1: z_f's
-  EER 15.1 % -> 10.9 %; README).
+  forward half, so q(z_t | x_<=t) stays causal. The configs use it (docs/implementation.md has what it
+  changed on FSDD).
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
 Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
@@ -109,8 +109,8 @@ class UpsampleConv2d(nn.Conv2d):
     by interleaving the phases, gives the same output with 16 instead of 36 multiply-adds per input
     pixel and channel pair (2.25x fewer), and no 4x larger intermediate. Parameters (and state-dict
     keys) are those of the plain ``nn.Conv2d(c_in, c_out, 3, 1, 1)``; equality is tested.
-    The phase trick pays off for wide layers (2x faster at Table 4's 128->64 and 128->128 layers on
-    CPU); for narrow ones the interleaving copy costs more than it saves, so they upsample and convolve.
+    The phase trick pays off for wide layers (Table 4's; benchmarks/README.md); for narrow ones the
+    interleaving copy costs more than it saves, so they upsample and convolve.
     """
 
     FUSE_MIN = 64 * 64  # c_in * c_out from which the phase form is used (measured on CPU, 2 threads)
@@ -137,8 +137,8 @@ class FrameDecoder(nn.Module):
     """Table 4 decoder: z as a 1x1 map -> 4x4 convT -> [upsample, 3x3 conv, BN, ReLU] x n -> 1x1 conv, sigmoid.
 
     ``decoder="transposed"`` (DCGAN, as DSVAE's code): [4x4 convT stride 2, BN, ReLU] x n, then a 4x4 convT
-    stride 2 to the image: the same resolution path, 2.7x faster on CPU at the quick widths (no 3x3 conv
-    at full resolution; benchmarks/README.md)."""
+    stride 2 to the image: the same resolution path, faster on CPU (no 3x3 conv at full resolution;
+    docs/implementation.md)."""
 
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()

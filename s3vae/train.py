@@ -1,6 +1,6 @@
 """Training loop for S3VAE: deterministic, checkpointed every epoch, resumable.
 
-    python -m s3vae.train --clips train_0.h5 train_1.h5 --flow flow_0.h5 flow_1.h5 \
+    python -m s3vae.train --clips train_0.h5 train_1.h5 --labels flow_0.h5 flow_1.h5 \
         --model-config model.json --train-config train.json --out model.pt --ckpt-dir ckpt/
 
 A run writes ``ckpt_dir/last.pt`` (model, optimiser, epoch, RNG state, loss history) after every
@@ -61,7 +61,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
     log_every: int = 50                # steps between rows of steps.csv and TensorBoard scalars
     amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU); "none": float32
-    channels_last: bool = True         # NHWC conv layout: ~17% faster steps on CPU (oneDNN)
+    channels_last: bool = True         # NHWC conv layout: faster steps on CPU (oneDNN; benchmarks/README.md)
 
 
 def load_checkpoint(path: str | Path) -> dict:
