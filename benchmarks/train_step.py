@@ -4,7 +4,9 @@
     python benchmarks/train_step.py --config quick        # the quick CPU configuration (32x32)
     python benchmarks/train_step.py --profile             # add a torch.profiler table of the top ops
 
-Prints one table row per loss set (VAE only / all four losses) with the median and the spread.
+Prints one table row per loss set (VAE only / all four losses) with the median and the spread, the
+step's FLOPs (``torch.utils.flop_counter``) and the achieved GFLOP/s beside a float32 matmul measured in
+the same run.
 """
 
 from __future__ import annotations
@@ -44,6 +46,34 @@ def step_times(model, opt, x, y, lambdas, n, warmup):
     return times
 
 
+def step_flops(model, x, y, lambdas) -> int:
+    """FLOPs of one training step (forward, losses, backward) by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = s3vae_loss(model, x, y, dataset_size=9000, lambda_scc=lambdas[0], lambda_dfp=lambdas[1],
+                             lambda_mi=lambdas[2])
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_gflops(device, n=1024, reps=20) -> float:
+    """This machine's float32 matmul rate (GFLOP/s) with the current thread setting: the ceiling to read
+    the step's achieved rate against."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    if a.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if a.is_cuda:
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", choices=sorted(CONFIGS), default="paper")
@@ -67,12 +97,16 @@ def main():
     print(f"# {a.config}: {cfg.image_size}x{cfg.image_size}, enc {cfg.enc_widths}, dec {cfg.dec_widths}, "
           f"{n_params / 1e6:.1f} M parameters, batch {a.batch} x {a.frames} frames, device {dev}, "
           f"threads {torch.get_num_threads()}")
-    print("| losses | median s/step | min | max | steps/s |")
-    print("|---|---|---|---|---|")
+    peak = matmul_gflops(dev)
+    print(f"# float32 matmul (1024x1024): {peak:.1f} GFLOP/s")
+    print("| losses | median s/step | min | max | steps/s | GFLOP/step | GFLOP/s | of matmul |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, lam in (("L_VAE only", (0, 0, 0)), ("all four (eq. 9)", (1000, 100, 1))):
         t = step_times(model, opt, x, y, lam, a.steps, a.warmup)
         med = statistics.median(t)
-        print(f"| {name} | {med:.4f} | {min(t):.4f} | {max(t):.4f} | {1 / med:.2f} |")
+        gflop = step_flops(model, x, y, lam) / 1e9
+        print(f"| {name} | {med:.4f} | {min(t):.4f} | {max(t):.4f} | {1 / med:.2f} | {gflop:.2f} | "
+              f"{gflop / med:.1f} | {gflop / med / peak:.0%} |")
     if a.profile:
         from torch.profiler import profile
         with profile() as prof:

@@ -256,16 +256,24 @@ def evaluate_model(model: S3VAE, judge: Judge, test_shards, static_labels: list[
             for k in names:
                 probs[k].append(F.softmax(out[k], -1).cpu().numpy())
                 labels[k].append(b[k].numpy())
+    result = judged_metrics({k: np.concatenate(v) for k, v in probs.items()},
+                            {k: np.concatenate(v) for k, v in labels.items()}, static_labels, dynamic_labels, seed)
+    result.update(swap_scores(model, judge, data, static_labels, dynamic_labels, batch_size, seed, device))
+    return result
+
+
+def judged_metrics(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], static_labels: list[str],
+                   dynamic_labels: list[str], seed: int = 0) -> dict:
+    """Appendix C metrics per label from the judge's softmax on generated clips (one per test clip) and
+    the labels they should show, then the mean over each group's labels (e.g. Sprites' four attributes)."""
     per_label = {}
     for k in probs:
-        p, y = np.concatenate(probs[k]), np.concatenate(labels[k])
-        keep = balanced_indices(y, seed)  # equal clips per true class, so H(y) and IS are not skewed
-        per_label[k] = {**appendix_c_metrics(p[keep], y[keep]), "n_balanced": int(len(keep))}
-    result = {"per_label": per_label, "n_test": len(data)}
+        keep = balanced_indices(labels[k], seed)  # equal clips per true class, so H(y) and IS are not skewed
+        per_label[k] = {**appendix_c_metrics(probs[k][keep], labels[k][keep]), "n_balanced": int(len(keep))}
+    result = {"per_label": per_label, "n_test": len(next(iter(labels.values())))}
     for group, names in (("dynamic", dynamic_labels), ("static", static_labels)):
-        if names:  # mean over the labels of the group (e.g. Sprites' four attributes)
+        if names:
             result[group] = {m: float(np.mean([per_label[k][m] for k in names])) for m in per_label[names[0]]}
-    result.update(swap_scores(model, judge, data, static_labels, dynamic_labels, batch_size, seed, device))
     return result
 
 
