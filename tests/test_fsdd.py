@@ -48,6 +48,54 @@ def test_fetch_from_mirror_verifies_and_repairs(fsdd_mirror, tmp_path):
         fetch_recordings(tmp_path / "other", tmp_path)
 
 
+def first_take_of(recordings, split="test", u=0) -> str:
+    """The file name of the first digit take utterance ``u`` of ``split`` reads."""
+    utt = fsdd.dial(fsdd.Recordings(recordings), split, u)
+    return f"{utt.digits[0]}_{fsdd.SPEAKERS[utt.speaker]}_{utt.takes[0]}.wav"
+
+
+def test_a_recording_damaged_after_the_fetch_is_named_when_a_shard_reads_it(fsdd_mirror, recordings, tmp_path):
+    """libsndfile reads a cut-off wav without complaint (a shard then silently has fewer segments): the
+    build checks each file it reads, its length against its header and its bytes against the record the
+    fetch wrote."""
+    dest = fetch_recordings(tmp_path / "rec", fsdd_mirror)
+    assert fsdd.read_record(dest) is not None and (dest / fsdd.RECORD).read_text() == fsdd.tree_lines(dest)
+    name = first_take_of(dest)
+    whole = (dest / name).read_bytes()
+    (dest / name).write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(FSDDError, match=rf"{name}: truncated"):
+        build_shard(dest, tmp_path / "a.h5", "test", 0, 1, n_utterances=2)
+    flipped = bytearray(whole)
+    flipped[-2] ^= 0xFF                                    # a sample changed, the length kept
+    (dest / name).write_bytes(bytes(flipped))
+    with pytest.raises(FSDDError, match=rf"{name}: not FSDD v1.0.10's file"):
+        build_shard(dest, tmp_path / "b.h5", "test", 0, 1, n_utterances=2)
+    assert not list(tmp_path.glob("*.h5"))
+    with pytest.raises(FSDDError, match=rf"{name}: truncated"):   # the mirror itself: length only
+        build_shard(_mirror_with(recordings, tmp_path / "m", name, whole[:-100]) / "fsdd" / "recordings",
+                    tmp_path / "c.h5", "test", 0, 1, n_utterances=2)
+
+
+def _mirror_with(recordings, root, name, data):
+    """A data mirror whose FSDD recordings are the real ones (links) but ``name``, which holds ``data``."""
+    folder = root / "fsdd" / "recordings"
+    folder.mkdir(parents=True)
+    for f in recordings.glob("*.wav"):
+        (folder / f.name).symlink_to(f)
+    (folder / name).unlink()
+    (folder / name).write_bytes(data)
+    return root
+
+
+def test_a_recording_cut_short_in_the_mirror_is_named_by_the_fetch(recordings, tmp_path):
+    name = first_take_of(recordings)
+    whole = (recordings / name).read_bytes()
+    mirror = _mirror_with(recordings, tmp_path / "mirror", name, whole[: len(whole) - 1000])
+    with pytest.raises(FSDDError, match=rf"{mirror}/fsdd/recordings/{name}: truncated"):
+        fetch_recordings(tmp_path / "rec", mirror)
+    assert not (tmp_path / "rec").exists() and not (tmp_path / "rec.partial").exists()
+
+
 def test_download_path_reads_the_tag_zip(recordings, tmp_path, monkeypatch):
     """The real download code on a local copy of the upstream archive layout (file:// URL)."""
     monkeypatch.delenv("S3VAE_DATA_MIRROR", raising=False)

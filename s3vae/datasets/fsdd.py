@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import re
 import shutil
 import sys
@@ -73,6 +74,8 @@ ZIP_URL = f"{UPSTREAM}/archive/refs/tags/{TAG}.zip"
 RAW_URL = f"https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/{TAG}/recordings/{{name}}"
 # sha256 over the sorted lines "<file name> <sha256 of the file>\n" of the 3000 recordings of v1.0.10
 TREE_SHA256 = "dbd573d7cafe79c4b49f65718115e1304e24e067fa39eff18a660dc6cb9c360f"
+# Those lines, written beside the recordings by the fetch: each file a shard reads is checked against its line.
+RECORD = "SHA256SUMS"
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 N_DIGITS = 10
 N_TAKES = 50
@@ -100,16 +103,50 @@ def expected_names() -> list[str]:
     return sorted(f"{d}_{s}_{i}.wav" for d in range(N_DIGITS) for s in SPEAKERS for i in range(N_TAKES))
 
 
+def tree_lines(directory: str | Path) -> str:
+    """The lines "<name> <sha256>\\n" of the 3000 recordings, sorted by name; their sha256 is the tree digest."""
+    return "".join(f"{name} {hashlib.sha256((Path(directory) / name).read_bytes()).hexdigest()}\n"
+                   for name in expected_names())
+
+
 def tree_sha256(directory: str | Path) -> str:
-    h = hashlib.sha256()
-    for name in expected_names():
-        h.update(f"{name} {hashlib.sha256((Path(directory) / name).read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()
+    return hashlib.sha256(tree_lines(directory).encode()).hexdigest()
+
+
+def read_record(directory: str | Path) -> dict[str, str] | None:
+    """name -> sha256 from the folder's RECORD (written by the fetch), or None when it has none. The record
+    is itself checked: its own sha256 is the v1.0.10 tree digest."""
+    path = Path(directory) / RECORD
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    if hashlib.sha256(text.encode()).hexdigest() != TREE_SHA256:
+        raise FSDDError(f"{path}: not the record of FSDD {TAG} (changed after the fetch); fetch again")
+    return dict(line.split(" ") for line in text.splitlines())
+
+
+def check_wav_length(path: str | Path, data: bytes) -> None:
+    """A wav whose RIFF header declares more (or fewer) bytes than the file holds was cut short (or
+    appended to): libsndfile would read the samples that are there without a word."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise FSDDError(f"{path}: not a RIFF/WAVE file")
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if declared != len(data):
+        raise FSDDError(f"{path}: truncated or padded ({len(data)} bytes, its header declares {declared})")
+
+
+def check_against_record(path: Path, data: bytes, record: dict[str, str]) -> None:
+    got = hashlib.sha256(data).hexdigest()
+    if got != record[path.name]:
+        raise FSDDError(f"{path}: not FSDD {TAG}'s file (sha256 {got}, recorded {record[path.name]}); changed after "
+                        f"the fetch: delete {path.parent} and fetch again")
 
 
 def verify_recordings(directory: str | Path, digest: bool = True) -> Path:
-    """Check a recordings folder: the 3000 expected names, each a readable 8 kHz mono 16-bit wav, and
-    (``digest=True``) the v1.0.10 tree digest. Extra files are ignored. Raises FSDDError."""
+    """Check a recordings folder: the 3000 expected names, each a whole (header length = file length),
+    readable 8 kHz mono 16-bit wav, each equal to the folder's RECORD where it has one, and
+    (``digest=True``) the v1.0.10 tree digest. Extra files are ignored. Raises FSDDError naming the file
+    where one can be named."""
     import soundfile as sf
 
     directory = Path(directory)
@@ -118,18 +155,25 @@ def verify_recordings(directory: str | Path, digest: bool = True) -> Path:
     missing = [n for n in expected_names() if not (directory / n).is_file()]
     if missing:
         raise FSDDError(f"{directory}: {len(missing)} of 3000 recordings missing (e.g. {missing[0]})")
+    record = read_record(directory)
     for name in expected_names():
+        path = directory / name
+        data = path.read_bytes()
+        check_wav_length(path, data)
+        if record is not None:
+            check_against_record(path, data, record)
         try:
-            info = sf.info(str(directory / name))
+            info = sf.info(str(path))
         except RuntimeError as e:
-            raise FSDDError(f"{directory / name}: not a readable wav ({e})") from e
+            raise FSDDError(f"{path}: not a readable wav ({e})") from e
         if (info.samplerate, info.channels, info.subtype) != (SR, 1, "PCM_16"):
-            raise FSDDError(f"{directory / name}: {info.samplerate} Hz, {info.channels} channel(s), "
+            raise FSDDError(f"{path}: {info.samplerate} Hz, {info.channels} channel(s), "
                             f"{info.subtype}; expected 8000 Hz mono PCM_16")
-    if digest:
+    if digest and record is None:
         got = tree_sha256(directory)
         if got != TREE_SHA256:
-            raise FSDDError(f"{directory}: recordings are not FSDD {TAG} (tree sha256 {got}, expected {TREE_SHA256})")
+            raise FSDDError(f"{directory}: recordings are not FSDD {TAG} (tree sha256 {got}, expected {TREE_SHA256}; "
+                            f"every file is whole, so one differs in content)")
     return directory
 
 
@@ -140,14 +184,18 @@ def fetch_recordings(dest: str | Path, mirror: str | Path | None = None, timeout
     From ``mirror/fsdd/recordings/`` when a data mirror is set (argument, else $S3VAE_DATA_MIRROR),
     else the tag's zip archive (``url`` overrides ``ZIP_URL``) is downloaded and its
     ``*/recordings/*.wav`` extracted. Files are staged in ``dest.partial`` and moved into ``dest``
-    only once ``verify_recordings`` passes (the 3000 names, each 8 kHz mono PCM_16, and the tree
-    digest of v1.0.10 -- one sha256 over the per-file sha256s, no 3000-line manifest). A ``dest``
-    that already verifies is kept as it is.
+    only once ``verify_recordings`` passes (the 3000 names, each whole and 8 kHz mono PCM_16, and the
+    tree digest of v1.0.10 -- one sha256 over the per-file sha256s). Then ``dest/SHA256SUMS`` records
+    the per-file sha256s (the lines the tree digest is computed over), so that a file changed later
+    is named when a shard reads it. A ``dest`` that already verifies is kept as it is.
     """
     dest = Path(dest)
     if dest.is_dir():
         try:
-            return verify_recordings(dest, digest)
+            verify_recordings(dest, digest)
+            if digest and read_record(dest) is None:
+                (dest / RECORD).write_text(tree_lines(dest))
+            return dest
         except FSDDError:
             pass
     tmp = dest.with_name(dest.name + ".partial")
@@ -161,13 +209,18 @@ def fetch_recordings(dest: str | Path, mirror: str | Path | None = None, timeout
                 raise FSDDError(f"{src}: no FSDD recordings in the data mirror {mirror}")
             for name in expected_names():
                 if (src / name).is_file():
-                    shutil.copyfile(src / name, tmp / name)
+                    data = (src / name).read_bytes()
+                    check_wav_length(src / name, data)   # a damaged mirror file is named, not only the tree
+                    (tmp / name).write_bytes(data)
         else:
             _download_zip(url or ZIP_URL, tmp, timeout)
         verify_recordings(tmp, digest)
         dest.mkdir(parents=True, exist_ok=True)
+        (dest / RECORD).unlink(missing_ok=True)  # written last: a folder with a record is complete
         for name in expected_names():          # other files in dest are left alone
             (tmp / name).replace(dest / name)
+        if digest:
+            (dest / RECORD).write_text(tree_lines(dest))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -199,10 +252,12 @@ def split_takes(split: str) -> tuple[int, ...]:
 
 
 class Recordings:
-    """Reads each FSDD take once (float32 in [-1, 1])."""
+    """Reads each FSDD take once (float32 in [-1, 1]), checking it first: a whole wav (header length =
+    file length) and, in a fetched folder, the sha256 its RECORD holds."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
+        self.record = read_record(self.dir) if self.dir.is_dir() else None
         self._cache: dict[str, np.ndarray] = {}
 
     def __call__(self, digit: int, speaker: str, take: int) -> np.ndarray:
@@ -213,8 +268,12 @@ class Recordings:
             path = self.dir / name
             if not path.is_file():
                 raise FSDDError(f"{path}: recording not found")
+            data = path.read_bytes()
+            check_wav_length(path, data)
+            if self.record is not None:
+                check_against_record(path, data, self.record)
             try:
-                wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
+                wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
             except RuntimeError as e:
                 raise FSDDError(f"{path}: not a readable wav ({e})") from e
             if sr != SR or wave.ndim != 1:
