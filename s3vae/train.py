@@ -120,7 +120,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     (ValueError naming the checkpoint) and ``on_stale="restart"`` discards it and starts over (the
     workflow's choice: Snakemake reruns the rule precisely when its params or inputs changed).
     ``on_step(epoch, step, model, parts)`` is called after every optimiser step (progress hooks, quality curves, tests).
-    SIGTERM/SIGUSR1 make the loop finish its current step, checkpoint, and raise TrainingInterrupted.
+    SIGTERM/SIGUSR1/SIGINT make the loop finish its current step, checkpoint, and raise TrainingInterrupted.
     """
     if on_stale not in ("error", "restart"):
         raise ValueError(f"on_stale must be 'error' or 'restart', got {on_stale!r}")
@@ -309,9 +309,10 @@ class TrainingInterrupted(Exception):
 
 
 class _StopOnSignal:
-    """Context manager recording SIGTERM/SIGUSR1 instead of dying, so the loop can checkpoint first."""
+    """Context manager recording SIGTERM/SIGUSR1/SIGINT instead of dying, so the loop can checkpoint first
+    (SLURM sends SIGTERM before a kill, Snakemake passes it on when interrupted, Ctrl-C sends SIGINT)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self):
         self.signum = None

@@ -54,10 +54,29 @@ def from_dict(cls, d: dict | None):
 
 
 def redirect_output(log_path: str | os.PathLike) -> None:
-    """Send this process's stdout and stderr (prints, tqdm, tracebacks) to ``log_path``."""
+    """What a workflow script does first: send this process's stdout and stderr (prints, tqdm,
+    tracebacks) to ``log_path``, and stop the job when Snakemake is gone (``stop_when_orphaned``)."""
     import sys
 
     fh = open(log_path, "w", buffering=1)
     sys.stdout = sys.stderr = fh
     os.dup2(fh.fileno(), 1)
     os.dup2(fh.fileno(), 2)
+    stop_when_orphaned()
+
+
+def stop_when_orphaned(interval: float = 2.0) -> None:
+    """Send this process SIGTERM once its parent has died (it is re-parented): a job whose Snakemake was
+    killed must not run on unattended. Training checkpoints on SIGTERM; other jobs just end."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()

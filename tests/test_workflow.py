@@ -5,12 +5,15 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+import psutil
 import pytest
 import torch
 import yaml
@@ -181,6 +184,49 @@ def test_lambda_scale_reweights_only_the_terms_a_variant_switches_on(tiny_run):
     retrained = set(re.findall(r"wildcards: dataset=fsdd, variant=([\w-]+), seed=1", out))
     assert retrained == {"full"}, out[-3000:]
     assert "rule build_fsdd_shards" not in out and "rule compute_silence_labels" not in out, out[-3000:]
+
+
+def test_an_interrupted_pipeline_stops_its_training_job(mirror, tmp_path):
+    """Snakemake's local executor answers SIGTERM by waiting for the running jobs: the workflow passes the
+    signal on, and the training job checkpoints and exits at once. A job whose Snakemake is SIGKILLed stops
+    by itself (with a checkpoint too), and the next run resumes from the checkpoint."""
+    wd = copy_workflow(tmp_path)
+    (wd / "long.yaml").write_text("train: {epochs: 100000}\n")          # hours of training
+    ckpt = wd / "results/sprites/checkpoints/baseline/seed1/last.pt"
+    log = wd / "results/sprites/logs/train_model/baseline_seed1.log"
+    started = []
+
+    def start_training():
+        before = ckpt.stat().st_mtime_ns if ckpt.exists() else 0
+        proc = subprocess.Popen([*SNAKEMAKE, "results/sprites/models/baseline/seed1/model.pt", "--cores", "2",
+                                 "--configfile", "tiny.yaml", "long.yaml"], cwd=wd,
+                                stdout=open(wd / "snakemake.out", "a"), stderr=subprocess.STDOUT,
+                                env={**os.environ, "S3VAE_DATA_MIRROR": str(mirror)})
+        started.append(proc)
+        deadline = time.time() + 300
+        while not (ckpt.exists() and ckpt.stat().st_mtime_ns > before):    # an epoch trained in this run
+            assert proc.poll() is None and time.time() < deadline, (wd / "snakemake.out").read_text()[-3000:]
+            time.sleep(0.5)
+        jobs = psutil.Process(proc.pid).children(recursive=True)
+        started.extend(jobs)
+        return proc, jobs
+
+    try:
+        proc, jobs = start_training()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        assert psutil.wait_procs(jobs, timeout=30)[1] == []
+        assert "signal 15: saved" in log.read_text()
+
+        proc, jobs = start_training()
+        assert "resumed from" in log.read_text()
+        proc.kill()
+        assert psutil.wait_procs(jobs, timeout=30)[1] == [], "the training job outlived its Snakemake"
+        assert "signal 15: saved" in log.read_text()
+    finally:
+        for p in started:
+            if p.poll() is None if isinstance(p, subprocess.Popen) else p.is_running():
+                p.kill()
 
 
 def test_bad_config_is_rejected_when_the_dag_is_built(tmp_path):

@@ -142,6 +142,32 @@ def dataset_targets(dataset):
     return out + [f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png" for v in rows for fig in ("swap", "training")]
 
 
+def stop_jobs_on_interrupt():
+    """On SIGTERM or SIGINT, Snakemake's local executor stops starting jobs but waits for the running ones
+    (hours of training): send them SIGTERM (training checkpoints and exits), then do what Snakemake does."""
+    import signal
+
+    import psutil
+
+    def forwarding(previous):
+        def handler(signum, frame):
+            for job in psutil.Process().children():
+                try:
+                    job.send_signal(signal.SIGTERM)
+                except psutil.NoSuchProcess:
+                    pass
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        return handler
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forwarding(signal.getsignal(signum)))
+
+
 def eval_files(dataset, rows):
     """The evaluation files a table of these rows reads: every implemented row x every seed."""
     return expand(
@@ -163,3 +189,8 @@ def comparison_inputs(wildcards):
             if ds in config["table2"]["datasets"]:
                 tables[f"{ds}_table2"] = f"results/{ds}/table2.csv"
     return tables
+
+
+# Runs in the main Snakemake process once its scheduler (and its SIGTERM handler) exists.
+onstart:
+    stop_jobs_on_interrupt()
