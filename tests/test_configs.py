@@ -8,7 +8,6 @@ from s3vae.model import S3VAEConfig
 from s3vae.train import TrainConfig
 from s3vae.utils import from_dict
 
-
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
 
