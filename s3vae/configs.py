@@ -50,6 +50,30 @@ def model_config(config: dict, dataset: str, variant: str) -> dict:
     return cfg
 
 
+def mocogan_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
+    """MoCoGANConfig and MoCoGANTrainConfig fields for a video dataset: its frames and every labelled
+    factor (the categorical code), DCGAN widths doubling from ``gen_width``/``disc_width`` up to the
+    frame size, and ``mocogan.train`` with the dataset's ``train_overrides`` epochs."""
+    ds, m = config["datasets"][dataset], config["mocogan"]
+    n = (ds["model"]["image_size"] // 4).bit_length() - 1       # stride-2 layers between 4x4 and the frame
+    model = {"channels": ds["model"]["channels"], "image_size": ds["model"]["image_size"], "frames": ds["frames"],
+             "labels": dict(ds["labels"]), **m["model"],
+             "gen_widths": [m["gen_width"] * 2 ** (n - 1 - i) for i in range(n)],
+             "disc_widths": [m["disc_width"] * 2 ** i for i in range(n)]}
+    train = {**m["train"], "seed": int(seed), **{k: config["train"][k] for k in ("threads", "device")}}
+    if "epochs" in config.get("train_overrides", {}).get(dataset, {}):
+        train["epochs"] = config["train_overrides"][dataset]["epochs"]
+    return model, train
+
+
+def fhvae_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
+    """FHVAEConfig and FHVAETrainConfig fields for an audio dataset (``fhvae`` in the config)."""
+    ds, f = config["datasets"][dataset], config["fhvae"]
+    model = {"feat_in": ds["model"]["feat_in"], **f["model"]}
+    train = {**f["train"], "seed": int(seed), **{k: config["train"][k] for k in ("threads", "device")}}
+    return model, train
+
+
 def coerce_overrides(config: dict, overrides: dict, schema: dict) -> list[str]:
     """Give ``--config`` overrides the types a config file would give them; returns the keys changed.
 

@@ -5,7 +5,8 @@
   The PNG shows the middle frame of every clip; ``swap.gif`` animates all frames.
 * ``fixed_static``: z_f of one clip kept, z_1:T sampled from the prior (Fig. 7a, 11a): one clip per row.
 * ``fixed_dynamic``: z_1:T of one clip kept, z_f ~ N(0, I) (Fig. 11b): one clip per row.
-* ``samples``: unconditional samples, z_f ~ N(0, I) and z_1:T ~ p(z_1:T) (Fig. 5).
+* ``samples``: unconditional samples, z_f ~ N(0, I) and z_1:T ~ p(z_1:T) (Fig. 5);
+* ``generation_figure``: Fig. 5 proper, the full model's samples above MoCoGAN's.
 """
 
 from __future__ import annotations
@@ -92,3 +93,19 @@ def write_figures(model: S3VAE, clips: torch.Tensor, out_dir: str | Path, n: int
           out_dir / "samples.png", scale)
     written += [out_dir / f"{k}.png" for k in ("fixed_static", "fixed_dynamic", "samples")]
     return written
+
+
+@torch.no_grad()
+def generation_figure(s3vae: S3VAE, mocogan, labels: dict[str, torch.Tensor], T: int, path: str | Path,
+                      n: int = 4, seed: int = 0, scale: int = 2) -> Path:
+    """Fig. 5: unconditional generation, S3VAE (z_f ~ N(0, I), z_1:T ~ p(z_1:T); top ``n`` rows) above
+    MoCoGAN (its conditioning labels drawn from real test clips, ``labels``; bottom ``n`` rows), with a
+    white row between them. Rows: clips; columns: time."""
+    torch.manual_seed(seed)
+    s3vae.eval()
+    mocogan.eval()
+    ours = _to_uint8(s3vae.decode(torch.randn(n, s3vae.cfg.z_f), s3vae.sample_zt(n, T)))
+    theirs = _to_uint8(mocogan.generate({k: v[:n] for k, v in labels.items()}, n, T))
+    gap = np.full((1, *ours.shape[1:]), 255, np.uint8)
+    _save(_grid(np.concatenate([ours, gap, theirs])), path, scale)
+    return Path(path)

@@ -98,6 +98,34 @@ rule compare_with_paper:
         "../scripts/compare_with_paper.py"
 
 
+rule make_generation_figure:
+    input:
+        full="results/{dataset}/models/full/seed{seed}/model.pt",
+        mocogan="results/{dataset}/models/mocogan/seed{seed}/model.pt",
+        test=lambda wc: clip_shards(wc.dataset, "test"),
+    output:
+        report(
+            "results/{dataset}/figures/generation_seed{seed}.png",
+            caption="../report/generation.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"model": "full and MoCoGAN", "figure": "generation (Fig. 5)"},
+        ),
+    params:
+        n=4,
+        seed=config["evaluate"]["seed"],
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
+    log:
+        "results/{dataset}/logs/make_generation_figure/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/make_generation_figure/seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
+    script:
+        "../scripts/make_generation_figure.py"
+
+
 rule make_figures:
     input:
         model="results/{dataset}/models/{variant}/seed{seed}/model.pt",

@@ -15,6 +15,8 @@ rule train_model:
         model_config=lambda wc: model_config(wc.dataset, wc.variant),
         train_config=lambda wc: train_config(wc.dataset, wc.variant, wc.seed),
         ckpt_dir="results/{dataset}/checkpoints/{variant}/seed{seed}",
+    wildcard_constraints:
+        variant=one_of(list(config["variants"])),  # the comparison systems below have rules of their own
     threads: config["train"]["threads"]
     resources:
         gpu=1,
@@ -26,3 +28,50 @@ rule train_model:
         "../envs/s3vae.yaml"
     script:
         "../scripts/train_model.py"
+
+
+# The paper's comparison systems (not S3VAE variants): MoCoGAN for Table 1, FHVAE for Table 3.
+rule train_mocogan:
+    input:
+        clips=lambda wc: clip_shards(wc.dataset, "train"),
+    output:
+        model="results/{dataset}/models/mocogan/seed{seed}/model.pt",
+    params:
+        configs=lambda wc: configs.mocogan_configs(config, wc.dataset, wc.seed),
+        ckpt_dir="results/{dataset}/checkpoints/mocogan/seed{seed}",
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        "results/{dataset}/logs/train_mocogan/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train_mocogan/seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
+    script:
+        "../scripts/train_mocogan.py"
+
+
+rule train_fhvae:
+    input:
+        clips=lambda wc: clip_shards(wc.dataset, "train"),
+    output:
+        model="results/{dataset}/models/fhvae/seed{seed}/model.pt",
+    params:
+        configs=lambda wc: configs.fhvae_configs(config, wc.dataset, wc.seed),
+        ckpt_dir="results/{dataset}/checkpoints/fhvae/seed{seed}",
+    wildcard_constraints:
+        dataset=one_of(AUDIO),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        "results/{dataset}/logs/train_fhvae/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train_fhvae/seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
+    script:
+        "../scripts/train_fhvae.py"

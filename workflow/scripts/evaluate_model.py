@@ -1,8 +1,9 @@
-# Thin entry point for rule evaluate_model (logic: s3vae.evaluate).
+# Thin entry point for rule evaluate_model (logic: s3vae.evaluate; MoCoGAN: s3vae.mocogan).
 import json
 
 import torch
 
+from s3vae import mocogan
 from s3vae.evaluate import evaluate_model, load_judge
 from s3vae.train import load_model
 from s3vae.utils import pick_device, redirect_output
@@ -12,9 +13,13 @@ torch.set_num_threads(snakemake.threads)
 ds, ev = snakemake.params.dataset, snakemake.params.evaluate
 device = pick_device(ev["device"])
 static = [k for k in ds["labels"] if k not in ds["dynamic_labels"]]
-res = evaluate_model(load_model(snakemake.input.model, device), load_judge(snakemake.input.judge, device),
-                     snakemake.input.test, static, list(ds["dynamic_labels"]), batch_size=ev["batch_size"],
-                     seed=ev["seed"], device=device)
+judge = load_judge(snakemake.input.judge, device)
+if snakemake.wildcards.variant == "mocogan":  # no encoder: generates from each test clip's labels
+    res = mocogan.evaluate(mocogan.load(snakemake.input.model, device), judge, snakemake.input.test, static,
+                           list(ds["dynamic_labels"]), batch_size=ev["batch_size"], seed=ev["seed"], device=device)
+else:
+    res = evaluate_model(load_model(snakemake.input.model, device), judge, snakemake.input.test, static,
+                         list(ds["dynamic_labels"]), batch_size=ev["batch_size"], seed=ev["seed"], device=device)
 print(json.dumps(res, indent=2))
 with open(snakemake.output[0], "w") as fh:
     json.dump(res, fh, indent=2)

@@ -1,0 +1,8 @@
+# Thin entry point for rule train_fhvae (logic: s3vae.fhvae).
+from s3vae.fhvae import FHVAEConfig, FHVAETrainConfig, train
+from s3vae.utils import from_dict, redirect_output
+
+redirect_output(snakemake.log[0])
+model_cfg, train_cfg = snakemake.params.configs
+train(list(snakemake.input.clips), snakemake.output.model, snakemake.params.ckpt_dir,
+      from_dict(FHVAEConfig, model_cfg), from_dict(FHVAETrainConfig, {**train_cfg, "threads": snakemake.threads}))
