@@ -1,6 +1,7 @@
 # Shared helpers: config validation, wildcard constraints, shard lists, per-(dataset, variant) configs.
 import os
 
+import torch
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -17,6 +18,11 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
 AUDIO = [ds for ds, c in config["datasets"].items() if c["modality"] == "audio"]
+
+# Training, judging and evaluation take this machine's GPU when they will run on CUDA (the default profile
+# caps `gpu` at 1: one such job at a time); on a CPU-only machine they are plain CPU jobs that --cores packs
+# side by side. The SLURM profile sets gpu: 1 for them itself.
+GPU_JOB = int(config["train"]["device"] != "cpu" and torch.cuda.is_available())
 
 # Checks the schema cannot express: the model reads the frames the recipe writes.
 for _ds in VIDEO:

@@ -16,7 +16,7 @@ rule train_judge:
         dataset=one_of(VIDEO),
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/{dataset}/logs/train_judge.log",
     benchmark:
@@ -41,7 +41,7 @@ rule evaluate_model:
         dataset=one_of(VIDEO),
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/{dataset}/logs/evaluate_model/{variant}_seed{seed}.log",
     benchmark:
@@ -64,7 +64,7 @@ rule evaluate_verification:
         dataset=one_of(AUDIO),
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/{dataset}/logs/evaluate_verification/{variant}_seed{seed}.log",
     benchmark:

@@ -19,7 +19,7 @@ rule train_model:
         variant=one_of(list(config["variants"])),  # the comparison systems below have rules of their own
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/{dataset}/logs/train_model/{variant}_seed{seed}.log",
     benchmark:
@@ -43,7 +43,7 @@ rule train_mocogan:
         dataset=one_of(VIDEO),
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/{dataset}/logs/train_mocogan/seed{seed}.log",
     benchmark:
@@ -66,7 +66,7 @@ rule train_fhvae:
         dataset=one_of(AUDIO),
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/{dataset}/logs/train_fhvae/seed{seed}.log",
     benchmark:
