@@ -53,7 +53,7 @@ def model_config(config: dict, dataset: str, variant: str) -> dict:
 def mocogan_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
     """MoCoGANConfig and MoCoGANTrainConfig fields for a video dataset: its frames and every labelled
     factor (the categorical code), DCGAN widths doubling from ``gen_width``/``disc_width`` up to the
-    frame size, and ``mocogan.train`` with the dataset's ``train_overrides`` epochs."""
+    frame size, and ``mocogan.train``."""
     ds, m = config["datasets"][dataset], config["mocogan"]
     n = (ds["model"]["image_size"] // 4).bit_length() - 1       # stride-2 layers between 4x4 and the frame
     model = {"channels": ds["model"]["channels"], "image_size": ds["model"]["image_size"], "frames": ds["frames"],
@@ -61,8 +61,6 @@ def mocogan_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
              "gen_widths": [m["gen_width"] * 2 ** (n - 1 - i) for i in range(n)],
              "disc_widths": [m["disc_width"] * 2 ** i for i in range(n)]}
     train = {**m["train"], "seed": int(seed), **{k: config["train"][k] for k in ("threads", "device")}}
-    if "epochs" in config.get("train_overrides", {}).get(dataset, {}):
-        train["epochs"] = config["train_overrides"][dataset]["epochs"]
     return model, train
 
 
