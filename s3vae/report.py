@@ -71,8 +71,10 @@ def swap_table(eval_paths: list[str], rows: list[str], not_implemented: list[str
             raise ValueError("an evaluation file has no swap scores (written by an older version): rerun it "
                              "with snakemake --forcerun evaluate_model")
         out = {f"swap_{k}": v for k, v in result["swap"]["per_label"].items()}
+        rec = result["reconstruction"]
         out.update({f"swap_{g}": result["swap"][g] for g in ("dynamic", "static") if g in result["swap"]})
-        out.update({f"rec_{k}": v for k, v in result["reconstruction"]["per_label"].items()})
+        out.update({f"rec_{k}": v for k, v in rec["per_label"].items()})
+        out.update({f"rec_{g}": rec[g] for g in ("dynamic", "static") if g in rec})
         return out
 
     def cells(runs: list[dict]) -> dict:
