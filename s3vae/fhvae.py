@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
 from s3vae.model import reparameterize
-from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import EpochCheckpoints, atomic_torch_save, from_dict, pick_device, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -151,20 +151,8 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
     seed_everything(tcfg.seed)
     model = FHVAE(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    ckpt_dir = Path(ckpt_dir)
-    last, history, start = ckpt_dir / "last.pt", [], 0
-    key = json.dumps({"model": asdict(cfg), "train": {k: v for k, v in asdict(tcfg).items()
-                                                      if k not in ("threads", "epochs", "device")}}, sort_keys=True)
-    if last.exists():
-        ck = torch.load(last, map_location=dev, weights_only=True)
-        if ck["key"] == key:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["opt"])
-            torch.set_rng_state(ck["rng"])
-            start, history = ck["epoch"], ck["history"]
-            log(f"resumed from {last} at epoch {start}")
-        else:
-            log(f"{last}: written with another configuration; starting over")
+    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log)
+    start, history = checkpoints.resume(dev)
     seq_t, n_seg_t = torch.as_tensor(seq), torch.as_tensor(n_seg, dtype=torch.float32)
     for epoch in range(start, tcfg.epochs):
         t0, sums = time.time(), {}
@@ -180,12 +168,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
             opt.step()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
-        row = {"epoch": epoch + 1, **{k: v / len(batches) for k, v in sums.items()},
-               "seconds": round(time.time() - t0, 1)}
-        history.append(row)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                           "epoch": epoch + 1, "history": history, "key": key}, last)
+        checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
     final = {"model": model.state_dict(), "config": asdict(cfg), "train_config": asdict(tcfg), "history": history}
     atomic_torch_save(final, out)
     return final

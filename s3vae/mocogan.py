@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import EpochCheckpoints, atomic_torch_save, from_dict, pick_device, seed_everything
 
 
 @dataclass
@@ -207,21 +207,8 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
                              betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
     opt_d = torch.optim.Adam([*model.d_image.parameters(), *model.d_video.parameters()], lr=tcfg.lr,
                              betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
-    ckpt_dir = Path(ckpt_dir)
-    last, history, start = ckpt_dir / "last.pt", [], 0
-    key = json.dumps({"model": asdict(cfg), "train": {k: v for k, v in asdict(tcfg).items()
-                                                      if k not in ("threads", "epochs", "device")}}, sort_keys=True)
-    if last.exists():
-        ck = torch.load(last, map_location=dev, weights_only=True)
-        if ck["key"] == key:  # same model and training settings (more epochs may be asked for)
-            model.load_state_dict(ck["model"])
-            opt_g.load_state_dict(ck["opt_g"])
-            opt_d.load_state_dict(ck["opt_d"])
-            torch.set_rng_state(ck["rng"])
-            start, history = ck["epoch"], ck["history"]
-            log(f"resumed from {last} at epoch {start}")
-        else:
-            log(f"{last}: written with another configuration; starting over")
+    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt_g": opt_g, "opt_d": opt_d}, log)
+    start, history = checkpoints.resume(dev)
     names = list(cfg.labels)
     for epoch in range(start, tcfg.epochs):
         t0, sums = time.time(), {"d_loss": 0.0, "g_loss": 0.0}
@@ -242,14 +229,9 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
-            sums["d_loss"] += float(d_loss)
-            sums["g_loss"] += float(g_loss)
-        row = {"epoch": epoch + 1, **{k: v / len(batches) for k, v in sums.items()},
-               "seconds": round(time.time() - t0, 1)}
-        history.append(row)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        atomic_torch_save({"model": model.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                           "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history, "key": key}, last)
+            sums["d_loss"] += d_loss.item()
+            sums["g_loss"] += g_loss.item()
+        checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
     final = {"model": model.state_dict(), "config": asdict(cfg), "train_config": asdict(tcfg), "history": history}
     atomic_torch_save(final, out)
     return final
