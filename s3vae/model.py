@@ -133,6 +133,19 @@ class UpsampleConv2d(nn.Conv2d):
         return out.reshape(N, Co, 2 * P, 2 * Q) + self.bias[:, None, None]
 
 
+class Project4x4(nn.ConvTranspose2d):
+    """Table 4's first decoder layer: a 4x4 transposed conv of z as a 1x1 map, which is a linear map to a
+    4x4 map; computed as one matmul (the convolution path is several times slower on CPU). Parameters and
+    state-dict keys are the ``nn.ConvTranspose2d``'s; equality is tested."""
+
+    def __init__(self, d_in: int, c_out: int):
+        super().__init__(d_in, c_out, 4, 1, 0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, D, 1, 1) -> (N, C, 4, 4)
+        w = self.weight.flatten(1)                                    # (D, C*16), column c*16 + 4i + j
+        return torch.addmm(self.bias.repeat_interleave(16), z.flatten(1), w).view(-1, self.out_channels, 4, 4)
+
+
 class FrameDecoder(nn.Module):
     """Table 4 decoder: z as a 1x1 map -> 4x4 convT -> [upsample, 3x3 conv, BN, ReLU] x n -> 1x1 conv, sigmoid.
 
@@ -143,7 +156,7 @@ class FrameDecoder(nn.Module):
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()
         w0 = cfg.dec_widths[0]
-        layers = [nn.ConvTranspose2d(cfg.z_f + cfg.z_t, w0, 4, 1, 0), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)]
+        layers = [Project4x4(cfg.z_f + cfg.z_t, w0), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)]
         c_in = w0
         for w in cfg.dec_widths[1:]:
             up = UpsampleConv2d(c_in, w) if cfg.decoder == "upsample" else nn.ConvTranspose2d(c_in, w, 4, 2, 1)

@@ -114,6 +114,24 @@ def test_fused_upsample_conv_equals_upsample_then_conv():
     assert torch.allclose(fused(x), y2, atol=1e-12)
 
 
+def test_first_decoder_layer_as_a_matmul_equals_the_transposed_conv():
+    from s3vae.model import Project4x4
+
+    torch.manual_seed(0)
+    fast = Project4x4(6, 5).double()
+    conv = torch.nn.ConvTranspose2d(6, 5, 4, 1, 0).double()
+    conv.load_state_dict(fast.state_dict())
+    z = torch.randn(3, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    y1, y2 = fast(z), conv(z)
+    assert y1.shape == (3, 5, 4, 4)
+    assert torch.allclose(y1, y2, atol=1e-12)
+    g = torch.randn_like(y1)
+    g1 = torch.autograd.grad(y1, [z, fast.weight, fast.bias], g)
+    g2 = torch.autograd.grad(y2, [z, conv.weight, conv.bias], g)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
 # --- audio frames and DSVAE posteriors (same framework) -----------------------------------------
 @pytest.mark.parametrize("posterior,static_lstm", [("s3vae", "forward"), ("s3vae", "bidirectional"),
                                                     ("dsvae-factorised", "forward"), ("dsvae-full", "forward")])
