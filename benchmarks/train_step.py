@@ -3,6 +3,8 @@
     python benchmarks/train_step.py                       # paper size: 64x64, Table 4, batch 16, T=8
     python benchmarks/train_step.py --config quick        # the quick CPU configuration (32x32)
     python benchmarks/train_step.py --profile             # add a torch.profiler table of the top ops
+    python benchmarks/train_step.py --before              # also the step with the decoder's first layer as a
+                                                          # transposed conv (the code before Project4x4)
 
 Prints one table row per loss set (VAE only / all four losses) with the median and the spread, the
 step's FLOPs (``torch.utils.flop_counter``) and the achieved GFLOP/s beside a float32 matmul measured in
@@ -18,7 +20,7 @@ import time
 import torch
 
 from s3vae.losses import s3vae_loss
-from s3vae.model import S3VAE, S3VAEConfig
+from s3vae.model import S3VAE, Project4x4, S3VAEConfig
 
 CONFIGS = {
     "paper": S3VAEConfig(),  # Table 4 widths, 64x64, (d_zf, d_zt) = (256, 32)
@@ -58,6 +60,30 @@ def step_flops(model, x, y, lambdas) -> int:
     return counter.get_total_flops()
 
 
+def with_conv_first_layer(model: S3VAE) -> S3VAE:
+    """A copy of ``model`` whose first decoder layer runs as ``nn.ConvTranspose2d`` (same weights)."""
+    import copy
+
+    other = copy.deepcopy(model)
+    for name, layer in other.decoder.net.named_children():
+        if isinstance(layer, Project4x4):
+            conv = torch.nn.ConvTranspose2d(layer.in_channels, layer.out_channels, 4, 1, 0).to(layer.weight)
+            conv.load_state_dict(layer.state_dict())
+            other.decoder.net[int(name)] = conv
+    return other
+
+
+def interleaved_times(models, opts, x, y, lambdas, n, warmup):
+    """Step times of several models, one step of each in turn, so that a busy machine slows all alike."""
+    times = [[] for _ in models]
+    for i in range(warmup + n):
+        for k, (model, opt) in enumerate(zip(models, opts)):
+            t = step_times(model, opt, x, y, lambdas, 1, 0)[0]
+            if i >= warmup:
+                times[k].append(t)
+    return times
+
+
 def matmul_gflops(device, n=1024, reps=20) -> float:
     """This machine's float32 matmul rate (GFLOP/s) with the current thread setting: the ceiling to read
     the step's achieved rate against."""
@@ -84,6 +110,8 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--before", action="store_true",
+                   help="also time the first decoder layer as a transposed conv, steps interleaved")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -107,6 +135,13 @@ def main():
         gflop = step_flops(model, x, y, lam) / 1e9
         print(f"| {name} | {med:.4f} | {min(t):.4f} | {max(t):.4f} | {1 / med:.2f} | {gflop:.2f} | "
               f"{gflop / med:.1f} | {gflop / med / peak:.0%} |")
+    if a.before:
+        old = with_conv_first_layer(model)
+        t_new, t_old = interleaved_times([model, old], [opt, torch.optim.Adam(old.parameters(), lr=1e-3)],
+                                         x, y, (1000, 100, 1), a.steps, a.warmup)
+        m_new, m_old = statistics.median(t_new), statistics.median(t_old)
+        print(f"# all four, interleaved: first layer as a matmul {m_new:.4f} s/step, as a transposed conv "
+              f"{m_old:.4f} s/step: {m_old / m_new:.2f}x the steps/s")
     if a.profile:
         from torch.profiler import profile
         with profile() as prof:
