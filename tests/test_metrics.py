@@ -138,7 +138,7 @@ def _code_judge(x):  # reads the codes back: static from pixel 0, dynamic from p
 
 def test_swap_scores_find_where_the_decoder_reads_the_motion(tmp_path):
     from s3vae.data import ClipDataset, atomic_h5, create_frames
-    from s3vae.evaluate import swap_scores
+    from s3vae.evaluate import latent_swap, swap_scores
 
     rng = np.random.default_rng(0)
     style, action = rng.integers(0, 4, 40), rng.integers(0, 3, 40)
@@ -151,11 +151,11 @@ def test_swap_scores_find_where_the_decoder_reads_the_motion(tmp_path):
         f.create_dataset("labels/action", data=action)
     data = ClipDataset([str(tmp_path / "test_0.h5")], preload=True)
     # the codes are pixel values / 255 in the clips; the stand-in decoder writes them back unchanged
-    good = swap_scores(_CodeModel(), _code_judge, data, ["style"], ["action"], batch_size=16)
+    good = swap_scores(*latent_swap(_CodeModel()), _code_judge, data, ["style"], ["action"], batch_size=16)
     assert good["swap"]["dynamic"] == 1.0 and good["swap"]["static"] == 1.0
     assert good["reconstruction"]["per_label"] == {"style": 1.0, "action": 1.0}
-    leaky = swap_scores(_CodeModel(leaky=True), _code_judge, data, ["style"], ["action"], batch_size=16)
+    leaky = swap_scores(*latent_swap(_CodeModel(leaky=True)), _code_judge, data, ["style"], ["action"], batch_size=16)
     assert leaky["swap"]["dynamic"] == 0.0          # the partner always has another action
     assert leaky["swap"]["static"] == 1.0 and leaky["reconstruction"]["dynamic"] == 1.0
-    no_dynamic = swap_scores(_CodeModel(), _code_judge, data, ["style"], [], batch_size=16)
+    no_dynamic = swap_scores(*latent_swap(_CodeModel()), _code_judge, data, ["style"], [], batch_size=16)
     assert no_dynamic["swap"]["static"] == 1.0 and "dynamic" not in no_dynamic["swap"]
