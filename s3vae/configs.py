@@ -64,6 +64,15 @@ def mocogan_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
     return model, train
 
 
+def monkeynet_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
+    """MonkeyNetConfig and MonkeyNetTrainConfig fields for a video dataset: its channels and frame size,
+    ``monkeynet.model`` and ``monkeynet.train``."""
+    ds, m = config["datasets"][dataset], config["monkeynet"]
+    model = {"channels": ds["model"]["channels"], "image_size": ds["model"]["image_size"], **m["model"]}
+    train = {**m["train"], "seed": int(seed), **{k: config["train"][k] for k in ("threads", "device")}}
+    return model, train
+
+
 def fhvae_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
     """FHVAEConfig and FHVAETrainConfig fields for an audio dataset (``fhvae`` in the config)."""
     ds, f = config["datasets"][dataset], config["fhvae"]

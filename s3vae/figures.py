@@ -6,7 +6,8 @@
 * ``fixed_static``: z_f of one clip kept, z_1:T sampled from the prior (Fig. 7a, 11a): one clip per row.
 * ``fixed_dynamic``: z_1:T of one clip kept, z_f ~ N(0, I) (Fig. 11b): one clip per row.
 * ``samples``: unconditional samples, z_f ~ N(0, I) and z_1:T ~ p(z_1:T) (Fig. 5);
-* ``generation_figure``: Fig. 5 proper, the full model's samples above MoCoGAN's.
+* ``generation_figure``: Fig. 5 proper, the full model's samples above MoCoGAN's;
+* ``motion_transfer_figure``: Fig. 4's panels: A, B, and A moved as B by each model, named on the left.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from s3vae.model import S3VAE
 
@@ -108,4 +109,31 @@ def generation_figure(s3vae: S3VAE, mocogan, labels: dict[str, torch.Tensor], T:
     theirs = _to_uint8(mocogan.generate({k: v[:n] for k, v in labels.items()}, n, T))
     gap = np.full((1, *ours.shape[1:]), 255, np.uint8)
     _save(_grid(np.concatenate([ours, gap, theirs])), path, scale)
+    return Path(path)
+
+
+@torch.no_grad()
+def motion_transfer_figure(a: torch.Tensor, b: torch.Tensor, swaps: dict, path: str | Path, scale: int = 2) -> Path:
+    """Fig. 4: one panel per pair (A, B) of clips (n, T, C, H, W): rows A (appearance), B (motion), then
+    ``swap(A, B)`` for every named ``swaps`` entry (a callable: clips A, B -> generated clips); columns
+    are frames; a white row between panels, the row names in a column on the left."""
+    names = ["A (appearance)", "B (motion)", *swaps]
+    videos = [a, b, *(swap(a, b) for swap in swaps.values())]
+    rows, labels = [], []
+    gap = np.full(_to_uint8(a[:1]).shape, 255, np.uint8)                    # a white row (1, T, H, W, 3)
+    for i in range(len(a)):
+        if i:
+            rows.append(gap)
+            labels.append("")
+        rows += [_to_uint8(v[i:i + 1]) for v in videos]                     # (1, T, H, W, 3) each
+        labels += names
+    img = _scaled(_grid(np.concatenate(rows)), scale)
+    label_w, pitch = 8 + 6 * max(map(len, names)), (a.shape[-2] + 2) * scale   # default font: ~6 px a letter
+    out = Image.new("RGB", (label_w + img.width, img.height), "white")
+    out.paste(img, (label_w, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(labels):
+        draw.text((4, 2 * scale + r * pitch + pitch // 2 - 6), text, fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
     return Path(path)

@@ -72,12 +72,13 @@ def test_tiny_pipeline_writes_table1_of_every_video_dataset(tiny_run, dataset):
     else:
         assert "acc_dynamic" not in rows[1]
     swap = {r["method"]: r for r in read_csv(tiny_run / f"results/{dataset}/swap.csv")}
-    assert set(swap) == set(ROWS) and swap["mocogan"]["note"].startswith("no encoder")
-    for variant in ROWS[1:]:
+    assert set(swap) == {*ROWS, "monkeynet"} and swap["mocogan"]["note"].startswith("no encoder")
+    for variant in ROWS[1:] + ["monkeynet"]:
         assert 0 <= float(swap[variant]["swap_static"]) <= 100
         assert 0 <= float(swap[variant]["rec_static"]) <= 100
         assert (swap[variant].get("swap_dynamic", "") != "") == (dataset == "sprites")
     assert (tiny_run / f"results/{dataset}/figures/generation_seed1.png").stat().st_size > 0   # Fig. 5
+    assert (tiny_run / f"results/{dataset}/figures/motion_transfer_seed1.png").stat().st_size > 0   # Fig. 4
     for variant in ROWS[1:]:
         figs = tiny_run / f"results/{dataset}/figures/{variant}_seed1"
         assert {p.name for p in figs.iterdir()} == {"swap.png", "swap.gif", "fixed_static.png",

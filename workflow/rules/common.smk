@@ -132,9 +132,16 @@ def data_mirror():
     return config.get("data_mirror") or ""
 
 
+def swap_rows():
+    """swap.csv's rows: Table 1's, then the systems scored by swapping only (swap.extra_rows: MonkeyNet)."""
+    rows = config["table1"]["rows"]
+    return rows + [r for r in config["swap"]["extra_rows"] if r not in rows]
+
+
 def dataset_targets(dataset):
     """Everything `all` builds for one dataset: its tables and one set of figures per S3VAE model (and
-    Fig. 5, the full model beside MoCoGAN, when MoCoGAN is a row)."""
+    Fig. 5, the full model beside MoCoGAN, when MoCoGAN is a row; Fig. 4's motion-transfer panel of
+    full, DSVAE and MonkeyNet when MonkeyNet is in swap.csv)."""
     seed = config["seeds"][0]
     if dataset in AUDIO:
         rows = implemented(config["table3"]["rows"])
@@ -149,6 +156,8 @@ def dataset_targets(dataset):
         rows = rows + [r for r in implemented(config["table2"]["rows"]) if r not in rows]
     if "mocogan" in rows:
         out.append(f"results/{dataset}/figures/generation_seed{seed}.png")
+    if "monkeynet" in implemented(swap_rows()):
+        out.append(f"results/{dataset}/figures/motion_transfer_seed{seed}.png")
     return out + [f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png"
                   for v in rows if v in config["variants"] for fig in ("swap", "training")]
 

@@ -32,7 +32,7 @@ rule make_table:
 
 rule make_swap_table:
     input:
-        evals=lambda wc: eval_files(wc.dataset, config["table1"]["rows"]),
+        evals=lambda wc: eval_files(wc.dataset, swap_rows()),
     output:
         report(
             "results/{dataset}/swap.csv",
@@ -41,7 +41,7 @@ rule make_swap_table:
             subcategory="{dataset}",
         ),
     params:
-        rows=config["table1"]["rows"],
+        rows=swap_rows(),
         not_implemented=config["not_implemented"],
     wildcard_constraints:
         dataset=one_of(VIDEO),
@@ -124,6 +124,36 @@ rule make_generation_figure:
         "../envs/s3vae.yaml"
     script:
         "../scripts/make_generation_figure.py"
+
+
+rule make_motion_transfer_figure:
+    input:
+        full="results/{dataset}/models/full/seed{seed}/model.pt",
+        dsvae="results/{dataset}/models/dsvae/seed{seed}/model.pt",
+        monkeynet="results/{dataset}/models/monkeynet/seed{seed}/model.pt",
+        test=lambda wc: clip_shards(wc.dataset, "test"),
+    output:
+        report(
+            "results/{dataset}/figures/motion_transfer_seed{seed}.png",
+            caption="../report/motion_transfer.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"model": "full, DSVAE and MonkeyNet", "figure": "motion transfer (Fig. 4)"},
+        ),
+    params:
+        n=3,
+        seed=config["evaluate"]["seed"],
+        dataset=lambda wc: dataset_cfg(wc.dataset),
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
+    log:
+        "results/{dataset}/logs/make_motion_transfer_figure/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/make_motion_transfer_figure/seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
+    script:
+        "../scripts/make_motion_transfer_figure.py"
 
 
 rule make_figures:

@@ -30,7 +30,8 @@ rule train_model:
         "../scripts/train_model.py"
 
 
-# The paper's comparison systems (not S3VAE variants): MoCoGAN for Table 1, FHVAE for Table 3.
+# The paper's comparison systems (not S3VAE variants): MoCoGAN for Table 1, MonkeyNet for Fig. 4, FHVAE for
+# Table 3.
 rule train_mocogan:
     input:
         clips=lambda wc: clip_shards(wc.dataset, "train"),
@@ -52,6 +53,30 @@ rule train_mocogan:
         "../envs/s3vae.yaml"
     script:
         "../scripts/train_mocogan.py"
+
+
+# MonkeyNet: Fig. 4's motion-transfer system (swap.csv and the Fig. 4 panel; no Table 1 row).
+rule train_monkeynet:
+    input:
+        clips=lambda wc: clip_shards(wc.dataset, "train"),
+    output:
+        model="results/{dataset}/models/monkeynet/seed{seed}/model.pt",
+    params:
+        configs=lambda wc: configs.monkeynet_configs(config, wc.dataset, wc.seed),
+        ckpt_dir="results/{dataset}/checkpoints/monkeynet/seed{seed}",
+    wildcard_constraints:
+        dataset=one_of(VIDEO),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=GPU_JOB,
+    log:
+        "results/{dataset}/logs/train_monkeynet/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train_monkeynet/seed{seed}.tsv"
+    conda:
+        "../envs/s3vae.yaml"
+    script:
+        "../scripts/train_monkeynet.py"
 
 
 rule train_fhvae:

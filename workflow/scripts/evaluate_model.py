@@ -1,9 +1,9 @@
-# Thin entry point for rule evaluate_model (logic: s3vae.evaluate; MoCoGAN: s3vae.mocogan).
+# Thin entry point for rule evaluate_model (logic: s3vae.evaluate; MoCoGAN, MonkeyNet: their modules).
 import json
 
 import torch
 
-from s3vae import mocogan
+from s3vae import mocogan, monkeynet
 from s3vae.evaluate import evaluate_model, load_judge
 from s3vae.train import load_model
 from s3vae.utils import pick_device, redirect_output
@@ -17,6 +17,9 @@ judge = load_judge(snakemake.input.judge, device)
 if snakemake.wildcards.variant == "mocogan":  # no encoder: generates from each test clip's labels
     res = mocogan.evaluate(mocogan.load(snakemake.input.model, device), judge, snakemake.input.test, static,
                            list(ds["dynamic_labels"]), batch_size=ev["batch_size"], seed=ev["seed"], device=device)
+elif snakemake.wildcards.variant == "monkeynet":  # swap scores only: A's first frame moved as B moves
+    res = monkeynet.evaluate(monkeynet.load(snakemake.input.model, device), judge, snakemake.input.test, static,
+                             list(ds["dynamic_labels"]), batch_size=ev["batch_size"], seed=ev["seed"], device=device)
 else:
     res = evaluate_model(load_model(snakemake.input.model, device), judge, snakemake.input.test, static,
                          list(ds["dynamic_labels"]), batch_size=ev["batch_size"], seed=ev["seed"], device=device)

@@ -1,0 +1,9 @@
+# Thin entry point for rule train_monkeynet (logic: s3vae.monkeynet).
+from s3vae.monkeynet import MonkeyNetConfig, MonkeyNetTrainConfig, train
+from s3vae.utils import from_dict, redirect_output
+
+redirect_output(snakemake.log[0])
+model_cfg, train_cfg = snakemake.params.configs
+train(list(snakemake.input.clips), snakemake.output.model, snakemake.params.ckpt_dir,
+      from_dict(MonkeyNetConfig, model_cfg),
+      from_dict(MonkeyNetTrainConfig, {**train_cfg, "threads": snakemake.threads}))
