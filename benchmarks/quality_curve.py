@@ -112,6 +112,8 @@ def main(argv=None):
     p.add_argument("--variant", default="full")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="train this many epochs (within --minutes); 0: until the budget runs out")
     p.add_argument("--every", type=int, default=500, help="score every K steps")
     p.add_argument("--n-eval", type=int, default=512, help="test clips scored")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the config's)")
@@ -123,7 +125,7 @@ def main(argv=None):
     apply_overrides(config, a.dataset, a.variant, a.set)
     ds = config["datasets"][a.dataset]
     tcfg = configs.train_config(config, a.dataset, a.variant, a.seed)
-    tcfg["epochs"] = 10_000
+    tcfg["epochs"] = a.epochs or 10_000  # a schedule (train.lr_schedule) spans the epochs given
     if a.threads:
         tcfg["threads"] = a.threads
     tcfg = from_dict(TrainConfig, tcfg)

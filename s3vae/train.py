@@ -19,6 +19,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -43,6 +44,7 @@ class TrainConfig:
     epochs: int = 1000                 # App. D
     batch_size: int = 16               # App. D
     lr: float = 1e-3                   # App. D, Adam(0.9, 0.999)
+    lr_schedule: str = "constant"      # App. D's constant lr, or "cosine": lr * (1 + cos(pi * s / S)) / 2 over S steps
     lambda_scc: float = 1000.0         # λ1, App. D
     lambda_dfp: float = 100.0          # λ2
     lambda_mi: float = 1.0             # λ3
@@ -73,7 +75,10 @@ RESUMABLE_CHANGES = ("epochs", "device", "threads", "preload", "num_workers", "a
 
 
 def _resume_key(train_config: dict) -> dict:
-    return {k: v for k, v in train_config.items() if k not in RESUMABLE_CHANGES}
+    key = {k: v for k, v in train_config.items() if k not in RESUMABLE_CHANGES}
+    if train_config.get("lr_schedule", "constant") != "constant":  # the schedule spans all the epochs
+        key["epochs"] = train_config["epochs"]
+    return key
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -146,6 +151,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
     history: list[dict] = []
     start_epoch, start_step, start_sums = 0, 0, None
     last = ckpt_dir / "last.pt"
@@ -220,6 +227,10 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                     raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.lr_schedule == "cosine":  # from the global step alone, so a resumed run continues it
+                    frac = (epoch * per_epoch + step) / (cfg.epochs * per_epoch)
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
                 opt.step()
                 for k, v in parts.items():
                     sums[k] += float(v)

@@ -162,6 +162,22 @@ def test_step_log_writes_csv_and_tensorboard_and_a_resume_keeps_earlier_rows(sha
     assert plot_training(tmp_path / "ck/steps.csv", tmp_path / "t.png").stat().st_size > 1000
 
 
+def test_cosine_schedule_follows_the_global_step_and_fixes_the_epoch_count(shards, tmp_path):
+    import math
+
+    clips, labels = shards
+    train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", MODEL, cfg(epochs=2, log_every=1, lr_schedule="cosine"),
+          log=lambda *_: None)
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "ck/steps.csv"))]
+    assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)])
+    # with a schedule the epoch count is part of the result: a resume with another count is refused
+    with pytest.raises(ValueError, match="different configuration"):
+        train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", MODEL, cfg(epochs=3, lr_schedule="cosine"),
+              log=lambda *_: None)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(clips, labels, tmp_path / "b.pt", tmp_path / "ck_b", MODEL, cfg(lr_schedule="step"), log=lambda *_: None)
+
+
 def test_static_adversary_variant_trains(shards, tmp_path):
     clips, labels = shards
     model = S3VAEConfig(**{**MODEL.__dict__, "adv_steps": 5, "decoder": "transposed", "dec_widths": [16, 8]})
