@@ -99,9 +99,12 @@ t_slurm=$(date +%s)
   --default-resources slurm_partition=debug mem_mb=1000 runtime=30 \
   --set-resources train_model:slurm_partition=debug train_judge:slurm_partition=debug \
     evaluate_model:slurm_partition=debug evaluate_verification:slurm_partition=debug \
+    train_mocogan:slurm_partition=debug train_monkeynet:slurm_partition=debug train_fhvae:slurm_partition=debug \
     train_model:mem_mb=2000 train_judge:mem_mb=2000 evaluate_model:mem_mb=2000 evaluate_verification:mem_mb=2000 \
+    train_mocogan:mem_mb=2000 train_monkeynet:mem_mb=2000 train_fhvae:mem_mb=2000 \
     compute_flow_labels:mem_mb=1000 compute_landmark_labels:mem_mb=1000 compute_silence_labels:mem_mb=1000 \
-  --set-threads train_model=1 train_judge=1 evaluate_model=1 evaluate_verification=1 --jobs 4 \
+  --set-threads train_model=1 train_judge=1 evaluate_model=1 evaluate_verification=1 train_mocogan=1 \
+    train_monkeynet=1 train_fhvae=1 --jobs 4 \
   > "$WORK/slurm.log" 2>&1) \
   || { tail -n 60 "$WORK/slurm.log"; exit 1; }
 t_end=$(date +%s)
