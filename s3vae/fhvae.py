@@ -26,8 +26,6 @@ FSDD utterances the softmax over all training sequences is cheap).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -42,7 +40,7 @@ from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
 from s3vae.model import reparameterize
-from s3vae.utils import EpochCheckpoints, atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import EpochCheckpoints, atomic_torch_save, load_trained, pick_device, seed_everything, train_main
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -175,22 +173,11 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
 
 
 def load(path, device="cpu") -> FHVAE:
-    ck = torch.load(path, map_location=device, weights_only=True)
-    model = FHVAE(FHVAEConfig(**ck["config"])).to(device)
-    model.load_state_dict(ck["model"])
-    return model.eval()
+    return load_trained(path, FHVAE, FHVAEConfig, device)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m s3vae.fhvae", description=__doc__.split("\n")[0])
-    p.add_argument("--train", nargs="+", required=True, help="training segment shards")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ckpt-dir", required=True)
-    p.add_argument("--model-config", default="{}", help="FHVAEConfig as JSON")
-    p.add_argument("--train-config", default="{}", help="FHVAETrainConfig as JSON")
-    a = p.parse_args(argv)
-    train(a.train, a.out, a.ckpt_dir, from_dict(FHVAEConfig, json.loads(a.model_config)),
-          from_dict(FHVAETrainConfig, json.loads(a.train_config)))
+    train_main("s3vae.fhvae", __doc__, train, FHVAEConfig, FHVAETrainConfig, argv)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ Choices the MoCoGAN paper leaves open, as its official code makes them where it 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +39,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import EpochCheckpoints, atomic_torch_save, load_trained, pick_device, seed_everything, train_main
 
 
 @dataclass
@@ -238,10 +236,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
 
 
 def load(path, device="cpu") -> MoCoGAN:
-    ck = torch.load(path, map_location=device, weights_only=True)
-    model = MoCoGAN(MoCoGANConfig(**ck["config"])).to(device)
-    model.load_state_dict(ck["model"])
-    return model.eval()
+    return load_trained(path, MoCoGAN, MoCoGANConfig, device)
 
 
 @torch.no_grad()
@@ -265,15 +260,7 @@ def evaluate(model: MoCoGAN, judge, test_shards, static_labels: list[str], dynam
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m s3vae.mocogan", description=__doc__.split("\n")[0])
-    p.add_argument("--train", nargs="+", required=True, help="training clip shards")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ckpt-dir", required=True)
-    p.add_argument("--model-config", default="{}", help="MoCoGANConfig as JSON")
-    p.add_argument("--train-config", default="{}", help="MoCoGANTrainConfig as JSON")
-    a = p.parse_args(argv)
-    train(a.train, a.out, a.ckpt_dir, from_dict(MoCoGANConfig, json.loads(a.model_config)),
-          from_dict(MoCoGANTrainConfig, json.loads(a.train_config)))
+    train_main("s3vae.mocogan", __doc__, train, MoCoGANConfig, MoCoGANTrainConfig, argv)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,6 @@ Choices where MonkeyNet's paper is silent, and where we depart from it:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,7 +59,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import EpochCheckpoints, atomic_torch_save, load_trained, pick_device, seed_everything, train_main
 
 
 @dataclass
@@ -328,10 +326,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
 
 
 def load(path, device="cpu") -> MonkeyNet:
-    ck = torch.load(path, map_location=device, weights_only=True)
-    model = MonkeyNet(MonkeyNetConfig(**ck["config"])).to(device)
-    model.load_state_dict(ck["model"])
-    return model.eval()
+    return load_trained(path, MonkeyNet, MonkeyNetConfig, device)
 
 
 def transfer_pair(model: MonkeyNet):
@@ -354,15 +349,7 @@ def evaluate(model: MonkeyNet, judge, test_shards, static_labels: list[str], dyn
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m s3vae.monkeynet", description=__doc__.split("\n")[0])
-    p.add_argument("--train", nargs="+", required=True, help="training clip shards")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ckpt-dir", required=True)
-    p.add_argument("--model-config", default="{}", help="MonkeyNetConfig as JSON")
-    p.add_argument("--train-config", default="{}", help="MonkeyNetTrainConfig as JSON")
-    a = p.parse_args(argv)
-    train(a.train, a.out, a.ckpt_dir, from_dict(MonkeyNetConfig, json.loads(a.model_config)),
-          from_dict(MonkeyNetTrainConfig, json.loads(a.train_config)))
+    train_main("s3vae.monkeynet", __doc__, train, MonkeyNetConfig, MonkeyNetTrainConfig, argv)
 
 
 if __name__ == "__main__":
