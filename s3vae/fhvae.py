@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
 from s3vae.model import reparameterize
-from s3vae.utils import EpochCheckpoints, atomic_torch_save, load_trained, pick_device, seed_everything, train_main
+from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything, train_main
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -167,9 +167,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
         checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
-    final = {"model": model.state_dict(), "config": asdict(cfg), "train_config": asdict(tcfg), "history": history}
-    atomic_torch_save(final, out)
-    return final
+    return save_trained(out, model, cfg, tcfg, history)
 
 
 def load(path, device="cpu") -> FHVAE:

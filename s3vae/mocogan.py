@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, atomic_torch_save, load_trained, pick_device, seed_everything, train_main
+from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything, train_main
 
 
 @dataclass
@@ -230,9 +230,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
             sums["d_loss"] += d_loss.item()
             sums["g_loss"] += g_loss.item()
         checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
-    final = {"model": model.state_dict(), "config": asdict(cfg), "train_config": asdict(tcfg), "history": history}
-    atomic_torch_save(final, out)
-    return final
+    return save_trained(out, model, cfg, tcfg, history)
 
 
 def load(path, device="cpu") -> MoCoGAN:

@@ -119,6 +119,14 @@ class EpochCheckpoints:
                            "epoch": epoch + 1, "history": history, "key": self.key}, self.last)
 
 
+def save_trained(out: str | os.PathLike, model, cfg, train_cfg, history: list) -> dict:
+    """A comparison system's final file: weights, both configs and the per-epoch history (``load_trained``)."""
+    final = {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
+             "train_config": dataclasses.asdict(train_cfg), "history": history}
+    atomic_torch_save(final, out)
+    return final
+
+
 def load_trained(path: str | os.PathLike, model_cls, config_cls, device="cpu"):
     """A comparison system's final file (``{"model": state dict, "config": dict, ...}``) as a model in eval
     mode; ``weights_only`` loading."""

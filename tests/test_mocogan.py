@@ -2,27 +2,13 @@
 
 import numpy as np
 import torch
+from conftest import labelled_clip_shard
 
-from s3vae.data import atomic_h5, create_frames
 from s3vae.mocogan import MoCoGAN, MoCoGANConfig, MoCoGANTrainConfig, discriminator_loss, evaluate, load, train
 
 CFG = MoCoGANConfig(channels=3, image_size=16, frames=4, labels={"action": 3, "skin": 2}, d_content=6,
                     d_noise=4, d_motion=4, gen_widths=[16, 8], disc_widths=[8, 16])
 
-
-def tiny_shard(path, n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    action, skin = rng.integers(0, 3, n), rng.integers(0, 2, n)
-    frames = np.zeros((n, 4, 16, 16, 3), np.uint8)
-    frames[..., 0] = (skin * 200)[:, None, None, None]                 # colour: the static factor
-    for t in range(4):                                                 # a bar that moves with the action
-        for i in range(n):
-            frames[i, t, :, (t * (action[i] + 1)) % 16, 1] = 255
-    with atomic_h5(path) as f:
-        create_frames(f, frames)
-        f.create_dataset("labels/action", data=action)
-        f.create_dataset("labels/skin", data=skin)
-    return str(path)
 
 
 def test_generator_and_discriminator_shapes():
@@ -79,7 +65,7 @@ def test_discriminator_steps_lower_its_loss_on_a_fixed_batch():
 
 
 def test_seeded_training_reproduces_weights_and_resumes(tmp_path):
-    shard = tiny_shard(tmp_path / "train_0.h5")
+    shard = labelled_clip_shard(tmp_path / "train_0.h5")
     tcfg = MoCoGANTrainConfig(epochs=1, batch_size=8, seed=3, device="cpu", threads=1)
     a = train([shard], tmp_path / "a.pt", tmp_path / "ck_a", CFG, tcfg, log=lambda m: None)
     b = train([shard], tmp_path / "b.pt", tmp_path / "ck_b", CFG, tcfg, log=lambda m: None)
@@ -92,9 +78,10 @@ def test_seeded_training_reproduces_weights_and_resumes(tmp_path):
 
 
 def test_evaluation_scores_generated_clips_against_their_labels(tmp_path):
-    shard = tiny_shard(tmp_path / "test_0.h5", n=12, seed=1)
+    shard = labelled_clip_shard(tmp_path / "test_0.h5", n=12, seed=1)
     tcfg = MoCoGANTrainConfig(epochs=1, batch_size=8, seed=0, device="cpu", threads=1)
-    train([tiny_shard(tmp_path / "train_0.h5")], tmp_path / "m.pt", tmp_path / "ck", CFG, tcfg, log=lambda m: None)
+    train([labelled_clip_shard(tmp_path / "train_0.h5")], tmp_path / "m.pt", tmp_path / "ck", CFG, tcfg,
+          log=lambda m: None)
     model = load(tmp_path / "m.pt")
 
     def oracle(x):  # a judge that reads the colour (skin) and says "action 0" always

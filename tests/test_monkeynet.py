@@ -4,8 +4,9 @@ reruns and resume, and the swap score it feeds."""
 import numpy as np
 import pytest
 import torch
+from conftest import labelled_clip_shard
 
-from s3vae.data import ClipDataset, atomic_h5, create_frames
+from s3vae.data import ClipDataset
 from s3vae.evaluate import swap_scores
 from s3vae.monkeynet import (
     MonkeyNet,
@@ -22,22 +23,6 @@ from s3vae.monkeynet import (
 CFG = MonkeyNetConfig(channels=3, image_size=16, keypoints=3, kp_widths=[4, 8], motion_widths=[4, 8],
                       gen_widths=[4, 8])
 
-
-def tiny_shard(path, n=24, seed=0):
-    """Clips of 4 frames, 16x16: the red channel's level is the static label (skin), a green bar moves
-    with a speed set by the dynamic label (action)."""
-    rng = np.random.default_rng(seed)
-    action, skin = rng.integers(0, 3, n), rng.integers(0, 2, n)
-    frames = np.zeros((n, 4, 16, 16, 3), np.uint8)
-    frames[..., 0] = (skin * 200)[:, None, None, None]
-    for t in range(4):
-        for i in range(n):
-            frames[i, t, :, (t * (action[i] + 1)) % 16, 1] = 255
-    with atomic_h5(path) as f:
-        create_frames(f, frames)
-        f.create_dataset("labels/action", data=action)
-        f.create_dataset("labels/skin", data=skin)
-    return str(path)
 
 
 def oracle(x):
@@ -92,7 +77,7 @@ def test_relative_transfer_starts_at_the_source_and_follows_the_driving_motion()
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("monkeynet")
-    return tiny_shard(d / "train_0.h5"), tiny_shard(d / "test_0.h5", n=12, seed=1)
+    return labelled_clip_shard(d / "train_0.h5"), labelled_clip_shard(d / "test_0.h5", n=12, seed=1)
 
 
 def test_training_steps_halve_the_loss_on_a_fixed_batch(shards):
