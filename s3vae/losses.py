@@ -90,12 +90,15 @@ def mws_log_marginal(log_q_ij: torch.Tensor, dataset_size: int) -> torch.Tensor:
     return torch.logsumexp(log_q_ij, dim=-1) - math.log(dataset_size * M)
 
 
-def mi_loss(zf, zf_mu, zf_logvar, zt, zt_mu, zt_logvar, dataset_size: int) -> torch.Tensor:
+def mi_loss(zf, zf_mu, zf_logvar, zt, zt_mu, zt_logvar, dataset_size: int, reduce: str = "sum") -> torch.Tensor:
     """eq. 7: sum_t [H(z_f) + H(z_t) - H(z_f, z_t)], entropies by minibatch weighted sampling (eq. 8).
 
     zf* (M, Df); zt* (M, T, Dt). q(z_f, z_t | x) = q(z_f | x) q(z_t | x) (App. A), so the joint's
-    pairwise log-density is the sum of the two.
+    pairwise log-density is the sum of the two. ``reduce="mean"``: the mean over t instead of the sum
+    (C-DSVAE's code; the quick default, docs/implementation.md).
     """
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     lq_f = pairwise_log_q(zf, zf_mu, zf_logvar)                       # (M, M)
     zt, zt_mu, zt_logvar = (a.transpose(0, 1) for a in (zt, zt_mu, zt_logvar))  # (T, M, Dt)
     lq_t = pairwise_log_q(zt, zt_mu, zt_logvar)                       # (T, M, M)
@@ -103,7 +106,8 @@ def mi_loss(zf, zf_mu, zf_logvar, zt, zt_mu, zt_logvar, dataset_size: int) -> to
     log_qt = mws_log_marginal(lq_t, dataset_size)                     # (T, M)
     log_qft = mws_log_marginal(lq_f.unsqueeze(0) + lq_t, dataset_size)  # (T, M)
     # H(z) = -E[log q(z)]  =>  H_f + H_t - H_ft = E[log q_ft - log q_f - log q_t]
-    return (log_qft - log_qf.unsqueeze(0) - log_qt).mean(-1).sum()
+    per_step = (log_qft - log_qf.unsqueeze(0) - log_qt).mean(-1)       # (T,)
+    return per_step.sum() if reduce == "sum" else per_step.mean()
 
 
 def batch_identifiability(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -136,13 +140,14 @@ def static_adversary_loss(logits: torch.Tensor, logits_frozen: torch.Tensor, tar
 def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,
                lambda_scc: float, lambda_dfp: float, lambda_mi: float, margin: float = 1.0,
                recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1, scc_on: str = "samples",
-               lambda_adv: float = 0.0) -> tuple[torch.Tensor, dict]:
+               lambda_adv: float = 0.0, mi_reduce: str = "sum") -> tuple[torch.Tensor, dict]:
     """eq. 9 for one minibatch x (B, T, C, H, W). A λ of 0 switches its term off (and skips its cost).
 
     ``dfp_offset``: the labels cover frames dfp_offset..T-1 (flow labels start at the 2nd frame).
     ``scc_on``: eq. 6's distances between posterior ``samples`` of z_f (a literal reading) or between
     the posterior ``means`` (the noise of a 256-d sample otherwise swamps the margin of 1).
     ``lambda_adv`` > 0 adds the static adversary (``static_adversary_loss``) on the same labels.
+    ``mi_reduce``: eq. 7 summed over t (the paper) or averaged (``mi_loss``).
     """
     if scc_on not in ("samples", "means"):
         raise ValueError(f"scc_on must be 'samples' or 'means', got {scc_on!r}")
@@ -181,7 +186,7 @@ def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, datas
         parts["adv"], parts["conf"] = adv.detach(), conf.detach()
     if lambda_mi > 0:
         mi = mi_loss(out["zf"], out["zf_mu"], out["zf_logvar"], out["zt"], out["zt_mu"], out["zt_logvar"],
-                     dataset_size)
+                     dataset_size, mi_reduce)
         total = total + lambda_mi * mi
         parts["mi"] = mi.detach()
     parts["loss"] = total.detach()

@@ -48,6 +48,7 @@ class TrainConfig:
     lambda_scc: float = 1000.0         # λ1, App. D
     lambda_dfp: float = 100.0          # λ2
     lambda_mi: float = 1.0             # λ3
+    mi_reduce: str = "sum"             # eq. 7's per-step terms: "sum" (the paper) or "mean" (C-DSVAE's code)
     margin: float = 1.0                # m in eq. 6
     scc_on: str = "samples"            # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
     lambda_adv: float = 0.0            # static adversary on the DFP labels (a departure; 0 = the paper)
@@ -153,6 +154,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
+    if cfg.mi_reduce not in ("sum", "mean"):
+        raise ValueError(f"mi_reduce must be 'sum' or 'mean', got {cfg.mi_reduce!r}")
     history: list[dict] = []
     start_epoch, start_step, start_sums = 0, 0, None
     last = ckpt_dir / "last.pt"
@@ -222,7 +225,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                                              lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi,
                                              margin=cfg.margin, recon=cfg.recon, dfp_kind=cfg.dfp_kind,
                                              dfp_offset=cfg.dfp_offset, scc_on=cfg.scc_on,
-                                             lambda_adv=cfg.lambda_adv)
+                                             lambda_adv=cfg.lambda_adv, mi_reduce=cfg.mi_reduce)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
                 opt.zero_grad(set_to_none=True)

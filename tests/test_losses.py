@@ -103,6 +103,10 @@ def test_mi_loss_matches_brute_force():
         expected += h_f + h_t - h_ft                                  # eq. 7
     got = mi_loss(zf, zf_mu, zf_lv, zt, zt_mu, zt_lv, N)
     assert got.item() == pytest.approx(float(expected), rel=1e-9)
+    mean = mi_loss(zf, zf_mu, zf_lv, zt, zt_mu, zt_lv, N, reduce="mean")   # C-DSVAE's per-step mean
+    assert mean.item() == pytest.approx(float(expected) / T, rel=1e-9)
+    with pytest.raises(ValueError, match="reduce"):
+        mi_loss(zf, zf_mu, zf_lv, zt, zt_mu, zt_lv, N, reduce="max")
 
 
 def test_log_normal_matches_torch():
