@@ -140,7 +140,8 @@ def static_adversary_loss(logits: torch.Tensor, logits_frozen: torch.Tensor, tar
 def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,
                lambda_scc: float, lambda_dfp: float, lambda_mi: float, margin: float = 1.0,
                recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1, scc_on: str = "samples",
-               lambda_adv: float = 0.0, mi_reduce: str = "sum") -> tuple[torch.Tensor, dict]:
+               lambda_adv: float = 0.0, mi_reduce: str = "sum", recon_weight: float = 1.0
+               ) -> tuple[torch.Tensor, dict]:
     """eq. 9 for one minibatch x (B, T, C, H, W). A λ of 0 switches its term off (and skips its cost).
 
     ``dfp_offset``: the labels cover frames dfp_offset..T-1 (flow labels start at the 2nd frame).
@@ -148,13 +149,14 @@ def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, datas
     the posterior ``means`` (the noise of a 256-d sample otherwise swamps the margin of 1).
     ``lambda_adv`` > 0 adds the static adversary (``static_adversary_loss``) on the same labels.
     ``mi_reduce``: eq. 7 summed over t (the paper) or averaged (``mi_loss``).
+    ``recon_weight``: a factor on -log p(x|z) (a Gaussian's variance 0.5 / w; a tempered Bernoulli).
     """
     if scc_on not in ("samples", "means"):
         raise ValueError(f"scc_on must be 'samples' or 'means', got {scc_on!r}")
     out = model(x)
     rec, kl_f, kl_t = vae_loss(x, out["x_hat"], out["zf_mu"], out["zf_logvar"], out["zt_mu"],
                                out["zt_logvar"], out["pz_mu"], out["pz_logvar"], recon)
-    total = rec + kl_f + kl_t
+    total = recon_weight * rec + kl_f + kl_t
     parts = {"recon": rec.detach(), "kl_f": kl_f.detach(), "kl_t": kl_t.detach()}
     if lambda_scc > 0:
         # positive: the same clip with its frames shuffled in time. The frame encoder acts per frame,

@@ -53,6 +53,7 @@ class TrainConfig:
     scc_on: str = "samples"            # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
     lambda_adv: float = 0.0            # static adversary on the DFP labels (a departure; 0 = the paper)
     recon: str = "mse"                 # -log p(x|z): "mse" (Gaussian) or "bce" (Bernoulli)
+    recon_weight: float = 1.0          # factor on -log p(x|z) (1: the Gaussian's variance 1/2, the plain Bernoulli)
     dfp_key: str = "flow_labels"       # which pseudo-label dataset L_DFP reads
     dfp_kind: str = "topk"             # topk (cross-entropy), binary, regression (MSE)
     dfp_offset: int = 1                # first frame the DFP labels cover (flow: frame 2)
@@ -225,7 +226,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                                              lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi,
                                              margin=cfg.margin, recon=cfg.recon, dfp_kind=cfg.dfp_kind,
                                              dfp_offset=cfg.dfp_offset, scc_on=cfg.scc_on,
-                                             lambda_adv=cfg.lambda_adv, mi_reduce=cfg.mi_reduce)
+                                             lambda_adv=cfg.lambda_adv, mi_reduce=cfg.mi_reduce,
+                                             recon_weight=cfg.recon_weight)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
                 opt.zero_grad(set_to_none=True)

@@ -185,3 +185,18 @@ def test_scc_on_means_uses_posterior_means(scc_on):
         assert max(vals) > 5.0   # noise of exp(4) std per dimension swamps the margin
     with pytest.raises(ValueError, match="scc_on"):
         s3vae_loss(m, x, None, dataset_size=10, lambda_scc=1, lambda_dfp=0, lambda_mi=0, scc_on="mode")
+
+
+def test_recon_weight_scales_only_the_reconstruction_term():
+    from s3vae.losses import s3vae_loss
+    from s3vae.model import S3VAE, S3VAEConfig
+
+    m = S3VAE(S3VAEConfig(image_size=16, enc_widths=[8, 8], dec_widths=[8, 8, 8], feat_dim=8, hidden=8, z_f=4, z_t=2))
+    x = torch.rand(4, 3, 3, 16, 16)
+    out = {}
+    for w in (1.0, 3.0):
+        torch.manual_seed(0)
+        out[w] = s3vae_loss(m, x, None, dataset_size=10, lambda_scc=0, lambda_dfp=0, lambda_mi=0, recon_weight=w)
+    (loss1, p1), (loss3, p3) = out[1.0], out[3.0]
+    assert p1["recon"] == p3["recon"] and p1["kl_f"] == p3["kl_f"]        # logged unweighted
+    assert loss3.item() == pytest.approx(loss1.item() + 2 * p1["recon"].item(), rel=1e-5)
