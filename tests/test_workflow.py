@@ -212,7 +212,7 @@ def test_an_interrupted_pipeline_stops_its_training_job(mirror, tmp_path):
     signal on, and the training job checkpoints and exits at once. A job whose Snakemake is SIGKILLed stops
     by itself (with a checkpoint too), and the next run resumes from the checkpoint."""
     wd = copy_workflow(tmp_path)
-    (wd / "long.yaml").write_text("train: {epochs: 100000}\n")          # hours of training
+    (wd / "long.yaml").write_text("train_overrides: {sprites: {epochs: 100000}}\n")   # hours of training
     ckpt = wd / "results/sprites/checkpoints/baseline/seed1/last.pt"
     log = wd / "results/sprites/logs/train_model/baseline_seed1.log"
     started = []
