@@ -5,6 +5,8 @@
     python benchmarks/train_step.py --profile             # add a torch.profiler table of the top ops
     python benchmarks/train_step.py --before              # also the step with the decoder's first layer as a
                                                           # transposed conv (the code before Project4x4)
+    python benchmarks/train_step.py --bf16                # also the step under bfloat16 autocast (train.amp:
+                                                          # bf16), interleaved with float32 steps
 
 Prints one table row per loss set (VAE only / all four losses) with the median and the spread, the
 step's FLOPs (``torch.utils.flop_counter``) and the achieved GFLOP/s beside a float32 matmul measured in
@@ -30,14 +32,15 @@ CONFIGS = {
 }
 
 
-def step_times(model, opt, x, y, lambdas, n, warmup):
+def step_times(model, opt, x, y, lambdas, n, warmup, bf16=False):
     times = []
     for i in range(warmup + n):
         if x.is_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss, _ = s3vae_loss(model, x, y, dataset_size=9000, lambda_scc=lambdas[0], lambda_dfp=lambdas[1],
-                             lambda_mi=lambdas[2])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = s3vae_loss(model, x, y, dataset_size=9000, lambda_scc=lambdas[0], lambda_dfp=lambdas[1],
+                                 lambda_mi=lambdas[2])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -73,12 +76,14 @@ def with_conv_first_layer(model: S3VAE) -> S3VAE:
     return other
 
 
-def interleaved_times(models, opts, x, y, lambdas, n, warmup):
-    """Step times of several models, one step of each in turn, so that a busy machine slows all alike."""
+def interleaved_times(models, opts, x, y, lambdas, n, warmup, bf16=None):
+    """Step times of several models (``bf16``: per model, under bfloat16 autocast), one step of each in
+    turn, so that a busy machine slows all alike."""
     times = [[] for _ in models]
+    bf16 = bf16 or [False] * len(models)
     for i in range(warmup + n):
         for k, (model, opt) in enumerate(zip(models, opts)):
-            t = step_times(model, opt, x, y, lambdas, 1, 0)[0]
+            t = step_times(model, opt, x, y, lambdas, 1, 0, bf16[k])[0]
             if i >= warmup:
                 times[k].append(t)
     return times
@@ -110,6 +115,7 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="also time the step under bfloat16 autocast, interleaved")
     p.add_argument("--before", action="store_true",
                    help="also time the first decoder layer as a transposed conv, steps interleaved")
     a = p.parse_args()
@@ -142,6 +148,14 @@ def main():
         m_new, m_old = statistics.median(t_new), statistics.median(t_old)
         print(f"# all four, interleaved: first layer as a matmul {m_new:.4f} s/step, as a transposed conv "
               f"{m_old:.4f} s/step: {m_old / m_new:.2f}x the steps/s")
+    if a.bf16:
+        import copy
+        other = copy.deepcopy(model)
+        t32, t16 = interleaved_times([model, other], [opt, torch.optim.Adam(other.parameters(), lr=1e-3)],
+                                     x, y, (1000, 100, 1), a.steps, a.warmup, bf16=[False, True])
+        m32, m16 = statistics.median(t32), statistics.median(t16)
+        print(f"# all four, interleaved: float32 {m32:.4f} s/step, bfloat16 autocast {m16:.4f} s/step: "
+              f"{m32 / m16:.2f}x the steps/s")
     if a.profile:
         from torch.profiler import profile
         with profile() as prof:

@@ -64,7 +64,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
     log_every: int = 50                # steps between rows of steps.csv and TensorBoard scalars
-    amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU); "none": float32
+    amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU, AMX CPUs); "none": float32
     channels_last: bool = True         # NHWC conv layout: faster steps on CPU (oneDNN; benchmarks/README.md)
 
 
