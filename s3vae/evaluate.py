@@ -51,6 +51,7 @@ class JudgeConfig:
     width: int = 32
     feat_dim: int = 128
     spatial_pool: str = "flatten"   # frame features from the flattened 4x4 map, or its "max" (moving objects)
+    frame_net: str = "strided"      # "strided": 4x4 stride-2 convs; "vgg": two 3x3 convs + 2x2 max-pool a level
 
 
 class Judge(nn.Module):
@@ -60,13 +61,21 @@ class Judge(nn.Module):
     def __init__(self, cfg: JudgeConfig):
         super().__init__()
         self.cfg = cfg
+        if cfg.frame_net not in ("strided", "vgg"):
+            raise ValueError(f"judge frame_net must be 'strided' or 'vgg', got {cfg.frame_net!r}")
+
+        def conv(c_in, c_out, k, stride, pad):
+            return [nn.Conv2d(c_in, c_out, k, stride, pad), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
+
         w, layers, c_in, size = cfg.width, [], cfg.channels, cfg.image_size
-        while size > 4:
-            layers += [nn.Conv2d(c_in, w, 4, 2, 1), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
+        while size > 4:  # halve the map down to 4x4
+            if cfg.frame_net == "vgg":  # finer strokes: SMMNIST's thin, overlapping digits at 32x32
+                layers += conv(c_in, w, 3, 1, 1) + conv(w, w, 3, 1, 1) + [nn.MaxPool2d(2)]
+            else:
+                layers += conv(c_in, w, 4, 2, 1)
             c_in, size, w = w, size // 2, min(2 * w, 256)
         if cfg.spatial_pool == "max":  # translation invariant: SMMNIST's digits can be anywhere
-            layers += [nn.Conv2d(c_in, c_in, 3, 1, 1), nn.BatchNorm2d(c_in), nn.LeakyReLU(0.2, inplace=True),
-                       nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c_in, cfg.feat_dim)]
+            layers += conv(c_in, c_in, 3, 1, 1) + [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c_in, cfg.feat_dim)]
         else:
             layers += [nn.Flatten(), nn.Linear(c_in * 16, cfg.feat_dim)]
         layers += [nn.LeakyReLU(0.2, inplace=True)]

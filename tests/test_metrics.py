@@ -97,6 +97,15 @@ def test_max_pooled_judge_reads_any_image_size_with_the_same_head():
     assert sum(p.numel() for p in flat.parameters()) != sum(p.numel() for p in small.parameters())
 
 
+def test_vgg_judge_halves_the_map_with_pooling_and_rejects_unknown_frame_nets():
+    cfg = dict(channels=1, frames=2, heads={"digit1": 10}, dynamic=[], width=8, spatial_pool="max")
+    vgg = Judge(JudgeConfig(image_size=32, frame_net="vgg", **cfg))
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in vgg.frame_net) == 3        # 32 -> 16 -> 8 -> 4
+    assert vgg(torch.rand(3, 2, 1, 32, 32))["digit1"].shape == (3, 10)
+    with pytest.raises(ValueError, match="frame_net"):
+        Judge(JudgeConfig(image_size=32, frame_net="resnet", **cfg))
+
+
 def test_gaussian_blur_keeps_the_mean_and_flat_images_and_smooths_an_edge():
     from s3vae.evaluate import gaussian_blur, random_blur
 

@@ -6,6 +6,6 @@ redirect_output(snakemake.log[0])
 ds, jc = snakemake.params.dataset, dict(snakemake.params.judge)
 cfg = JudgeConfig(channels=ds["model"]["channels"], image_size=ds["model"]["image_size"], frames=ds["frames"],
                   heads=ds["labels"], dynamic=ds["dynamic_labels"], width=jc.pop("width"),
-                  spatial_pool=jc.pop("spatial_pool", "flatten"))
+                  spatial_pool=jc.pop("spatial_pool", "flatten"), frame_net=jc.pop("frame_net", "strided"))
 train_judge(snakemake.input.train, snakemake.input.test, snakemake.output.judge, snakemake.output.metrics, cfg,
             threads=snakemake.threads, **jc)
