@@ -11,6 +11,8 @@ Inference model (eq. 3-4):
   BiLSTM): LSTM_f runs both ways, z_f reads [forward last, backward first], and LSTM_t reads only the
   forward half, so q(z_t | x_<=t) stays causal. The configs use it (docs/implementation.md has what it
   changed on FSDD).
+  ``zt_input="lstm_f+frames"``: LSTM_t also reads each frame's features (a skip past LSTM_f; still
+  causal), so that per-frame detail reaches z_t through one LSTM instead of two.
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
 Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 
 POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
 STATIC_LSTMS = ("forward", "bidirectional")
+ZT_INPUTS = ("lstm_f", "lstm_f+frames")
 DECODERS = ("upsample", "transposed")
 
 
@@ -56,12 +59,16 @@ class S3VAEConfig:
     dfp_out: int = 9                        # phi_a outputs: G*G flow cells, 3 landmark gaps, ...
     dfp_hidden: int = 256
     adv_steps: int = 0                      # static adversary phi_f: frames it predicts labels for (0 = none)
+    zt_input: str = "lstm_f"                # s3vae: LSTM_t reads LSTM_f's outputs, or "lstm_f+frames" (docstring)
+    logvar_init: float = 0.0                # initial bias of q(z_f)'s and q(z_t)'s log-variance (0: PyTorch's init)
 
     def __post_init__(self):
         if self.posterior not in POSTERIORS:
             raise ValueError(f"posterior must be one of {POSTERIORS}, got {self.posterior!r}")
         if self.static_lstm not in STATIC_LSTMS:
             raise ValueError(f"static_lstm must be one of {STATIC_LSTMS}, got {self.static_lstm!r}")
+        if self.zt_input not in ZT_INPUTS:
+            raise ValueError(f"zt_input must be one of {ZT_INPUTS}, got {self.zt_input!r}")
         if self.modality == "audio":
             return
         if self.modality != "video":
@@ -227,7 +234,8 @@ class S3VAE(nn.Module):
             bi = cfg.static_lstm == "bidirectional"
             self.lstm_f = nn.LSTM(cfg.feat_dim, H, batch_first=True, bidirectional=bi)  # psi_f^Encoder
             self.zf_head = GaussianHead(2 * H if bi else H, cfg.z_f)
-            self.lstm_t = nn.LSTM(H, H, batch_first=True)                             # psi_R^Encoder
+            skip = cfg.feat_dim if cfg.zt_input == "lstm_f+frames" else 0
+            self.lstm_t = nn.LSTM(H + skip, H, batch_first=True)                      # psi_R^Encoder
         else:  # DSVAE: z_f from a bidirectional LSTM over the frame features
             self.lstm_f = nn.LSTM(cfg.feat_dim, H, batch_first=True, bidirectional=True)
             self.zf_head = GaussianHead(2 * H, cfg.z_f)
@@ -241,6 +249,9 @@ class S3VAE(nn.Module):
         self.prior_head = GaussianHead(H, cfg.z_t)
         self.dfp = nn.Sequential(nn.Linear(cfg.z_t, cfg.dfp_hidden), nn.ReLU(inplace=True),
                                  nn.Linear(cfg.dfp_hidden, cfg.dfp_out))     # phi_a, §4.2
+        if cfg.logvar_init:  # a small initial variance: the decoder learns from informative samples
+            for head in (self.zf_head, self.zt_head):
+                nn.init.constant_(head.fc.bias[head.fc.out_features // 2:], cfg.logvar_init)
         if cfg.adv_steps:  # phi_f: the dynamic labels of every frame from z_f alone (losses.static_adversary_loss)
             self.adversary = nn.Sequential(nn.Linear(cfg.z_f, cfg.dfp_hidden), nn.ReLU(inplace=True),
                                            nn.Linear(cfg.dfp_hidden, cfg.adv_steps * cfg.dfp_out))
@@ -272,7 +283,7 @@ class S3VAE(nn.Module):
         DSVAE factorised: q(z_t | x_t) from each frame's features; full: q(z_t | x_1:T, z_f).
         """
         if self.cfg.posterior == "s3vae":
-            g, _ = self.lstm_t(h)
+            g, _ = self.lstm_t(torch.cat([h, feats], dim=-1) if self.cfg.zt_input == "lstm_f+frames" else h)
         elif self.cfg.posterior == "dsvae-factorised":
             g = self.zt_mlp(feats)
         else:

@@ -37,10 +37,12 @@ def test_table4_widths_give_the_paper_sizes():
     assert m.lstm_f.hidden_size == 256 and m.lstm_t.hidden_size == 256
 
 
-@pytest.mark.parametrize("static_lstm", ["forward", "bidirectional"])
-def test_dynamic_posterior_is_causal_and_static_sees_everything(static_lstm):
+@pytest.mark.parametrize("static_lstm,zt_input", [("forward", "lstm_f"), ("bidirectional", "lstm_f"),
+                                                  ("bidirectional", "lstm_f+frames")])
+def test_dynamic_posterior_is_causal_and_static_sees_everything(static_lstm, zt_input):
     torch.manual_seed(0)
-    m = S3VAE(tiny_cfg(static_lstm=static_lstm)).eval()   # eval: BatchNorm uses running stats, no mixing across frames
+    # eval: BatchNorm uses running stats, no mixing across frames
+    m = S3VAE(tiny_cfg(static_lstm=static_lstm, zt_input=zt_input)).eval()
     x = torch.rand(2, 6, 3, 16, 16)
     t = 3
     x2 = x.clone()
@@ -51,6 +53,18 @@ def test_dynamic_posterior_is_causal_and_static_sees_everything(static_lstm):
     assert torch.allclose(a["zt_logvar"][:, :t + 1], b["zt_logvar"][:, :t + 1], atol=1e-6)
     assert not torch.allclose(a["zt_mu"][:, t + 1:], b["zt_mu"][:, t + 1:])
     assert not torch.allclose(a["zf_mu"], b["zf_mu"])           # q(z_f | x_1:T) reads every frame
+
+
+def test_logvar_init_sets_the_posterior_variance_and_a_bad_zt_input_is_rejected():
+    torch.manual_seed(0)
+    m = S3VAE(tiny_cfg(logvar_init=-4.0)).eval()
+    with torch.no_grad():
+        out = m.encode(torch.rand(2, 3, 3, 16, 16))
+    for k in ("zf_logvar", "zt_logvar"):   # the bias dominates at the start: std ~ exp(-2)
+        assert -6 < float(out[k].mean()) < -2
+    assert float(S3VAE(tiny_cfg()).encode(torch.rand(2, 3, 3, 16, 16))["zt_logvar"].mean()) > -2
+    with pytest.raises(ValueError, match="zt_input"):
+        tiny_cfg(zt_input="frames")
 
 
 def test_prior_is_causal():
