@@ -39,8 +39,10 @@ from s3vae.data import ClipDataset, batch_of
 from s3vae.model import S3VAE
 from s3vae.utils import atomic_torch_save, pick_device, seed_everything
 
-
 # --- judge ------------------------------------------------------------------------------------
+FRAME_NETS = ("strided", "vgg")
+
+
 @dataclass
 class JudgeConfig:
     channels: int = 3
@@ -61,8 +63,8 @@ class Judge(nn.Module):
     def __init__(self, cfg: JudgeConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.frame_net not in ("strided", "vgg"):
-            raise ValueError(f"judge frame_net must be 'strided' or 'vgg', got {cfg.frame_net!r}")
+        if cfg.frame_net not in FRAME_NETS:
+            raise ValueError(f"judge frame_net must be one of {FRAME_NETS}, got {cfg.frame_net!r}")
 
         def conv(c_in, c_out, k, stride, pad):
             return [nn.Conv2d(c_in, c_out, k, stride, pad), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]

@@ -4,8 +4,8 @@ from s3vae.utils import redirect_output
 
 redirect_output(snakemake.log[0])
 ds, jc = snakemake.params.dataset, dict(snakemake.params.judge)
+arch = {k: jc.pop(k) for k in ("width", "spatial_pool", "frame_net") if k in jc}   # absent: JudgeConfig's default
 cfg = JudgeConfig(channels=ds["model"]["channels"], image_size=ds["model"]["image_size"], frames=ds["frames"],
-                  heads=ds["labels"], dynamic=ds["dynamic_labels"], width=jc.pop("width"),
-                  spatial_pool=jc.pop("spatial_pool", "flatten"), frame_net=jc.pop("frame_net", "strided"))
+                  heads=ds["labels"], dynamic=ds["dynamic_labels"], **arch)
 train_judge(snakemake.input.train, snakemake.input.test, snakemake.output.judge, snakemake.output.metrics, cfg,
             threads=snakemake.threads, **jc)
