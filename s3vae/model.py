@@ -13,6 +13,9 @@ Inference model (eq. 3-4):
   changed on FSDD).
   ``zt_input="lstm_f+frames"``: LSTM_t also reads each frame's features (a skip past LSTM_f; still
   causal), so that per-frame detail reaches z_t through one LSTM instead of two.
+  ``zt_input="head+frames"``: q(z_t)'s Gaussian head reads [LSTM_t's output, the frame's features] (a
+  skip past both LSTMs; still causal): where a frame's content is drawn in fine detail (SMMNIST's
+  digit positions), the decoder learns from z_t as fast as a per-frame autoencoder would.
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
 Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 
 POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
 STATIC_LSTMS = ("forward", "bidirectional")
-ZT_INPUTS = ("lstm_f", "lstm_f+frames")
+ZT_INPUTS = ("lstm_f", "lstm_f+frames", "head+frames")
 DECODERS = ("upsample", "transposed")
 
 
@@ -59,7 +62,7 @@ class S3VAEConfig:
     dfp_out: int = 9                        # phi_a outputs: G*G flow cells, 3 landmark gaps, ...
     dfp_hidden: int = 256
     adv_steps: int = 0                      # static adversary phi_f: frames it predicts labels for (0 = none)
-    zt_input: str = "lstm_f"                # s3vae: LSTM_t reads LSTM_f's outputs, or "lstm_f+frames" (docstring)
+    zt_input: str = "lstm_f"                # s3vae: what q(z_t) reads besides LSTM_f (module docstring)
     logvar_init: float = 0.0                # initial bias of q(z_f)'s and q(z_t)'s log-variance (0: PyTorch's init)
 
     def __post_init__(self):
@@ -244,7 +247,8 @@ class S3VAE(nn.Module):
             else:                                                                      # q(z_t | x_1:T, z_f)
                 self.lstm_t = nn.LSTM(cfg.feat_dim + cfg.z_f, H, batch_first=True, bidirectional=True)
                 self.rnn_t = nn.RNN(2 * H, H, batch_first=True)
-        self.zt_head = GaussianHead(H, cfg.z_t)
+        head_skip = cfg.feat_dim if cfg.posterior == "s3vae" and cfg.zt_input == "head+frames" else 0
+        self.zt_head = GaussianHead(H + head_skip, cfg.z_t)
         self.lstm_prior = nn.LSTM(cfg.z_t, H, batch_first=True)                       # phi_R^prior
         self.prior_head = GaussianHead(H, cfg.z_t)
         self.dfp = nn.Sequential(nn.Linear(cfg.z_t, cfg.dfp_hidden), nn.ReLU(inplace=True),
@@ -284,6 +288,8 @@ class S3VAE(nn.Module):
         """
         if self.cfg.posterior == "s3vae":
             g, _ = self.lstm_t(torch.cat([h, feats], dim=-1) if self.cfg.zt_input == "lstm_f+frames" else h)
+            if self.cfg.zt_input == "head+frames":
+                g = torch.cat([g, feats], dim=-1)  # (B, T, H + F)
         elif self.cfg.posterior == "dsvae-factorised":
             g = self.zt_mlp(feats)
         else:

@@ -38,7 +38,8 @@ def test_table4_widths_give_the_paper_sizes():
 
 
 @pytest.mark.parametrize("static_lstm,zt_input", [("forward", "lstm_f"), ("bidirectional", "lstm_f"),
-                                                  ("bidirectional", "lstm_f+frames")])
+                                                  ("bidirectional", "lstm_f+frames"),
+                                                  ("bidirectional", "head+frames")])
 def test_dynamic_posterior_is_causal_and_static_sees_everything(static_lstm, zt_input):
     torch.manual_seed(0)
     # eval: BatchNorm uses running stats, no mixing across frames
