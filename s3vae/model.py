@@ -14,8 +14,8 @@ Inference model (eq. 3-4):
   ``zt_input="lstm_f+frames"``: LSTM_t also reads each frame's features (a skip past LSTM_f; still
   causal), so that per-frame detail reaches z_t through one LSTM instead of two.
   ``zt_input="head+frames"``: q(z_t)'s Gaussian head reads [LSTM_t's output, the frame's features] (a
-  skip past both LSTMs; still causal): where a frame's content is drawn in fine detail (SMMNIST's
-  digit positions), the decoder learns from z_t as fast as a per-frame autoencoder would.
+  skip past both LSTMs; still causal), so that per-frame detail reaches z_t without passing through an
+  LSTM (docs/implementation.md has what it changed on SMMNIST).
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
 Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
@@ -239,6 +239,7 @@ class S3VAE(nn.Module):
             self.zf_head = GaussianHead(2 * H if bi else H, cfg.z_f)
             skip = cfg.feat_dim if cfg.zt_input == "lstm_f+frames" else 0
             self.lstm_t = nn.LSTM(H + skip, H, batch_first=True)                      # psi_R^Encoder
+            zt_in = H + (cfg.feat_dim if cfg.zt_input == "head+frames" else 0)
         else:  # DSVAE: z_f from a bidirectional LSTM over the frame features
             self.lstm_f = nn.LSTM(cfg.feat_dim, H, batch_first=True, bidirectional=True)
             self.zf_head = GaussianHead(2 * H, cfg.z_f)
@@ -247,8 +248,8 @@ class S3VAE(nn.Module):
             else:                                                                      # q(z_t | x_1:T, z_f)
                 self.lstm_t = nn.LSTM(cfg.feat_dim + cfg.z_f, H, batch_first=True, bidirectional=True)
                 self.rnn_t = nn.RNN(2 * H, H, batch_first=True)
-        head_skip = cfg.feat_dim if cfg.posterior == "s3vae" and cfg.zt_input == "head+frames" else 0
-        self.zt_head = GaussianHead(H + head_skip, cfg.z_t)
+            zt_in = H
+        self.zt_head = GaussianHead(zt_in, cfg.z_t)
         self.lstm_prior = nn.LSTM(cfg.z_t, H, batch_first=True)                       # phi_R^prior
         self.prior_head = GaussianHead(H, cfg.z_t)
         self.dfp = nn.Sequential(nn.Linear(cfg.z_t, cfg.dfp_hidden), nn.ReLU(inplace=True),
