@@ -49,6 +49,16 @@ def one_of(names):
     return "|".join(names) if names else "(?!)"
 
 
+# Job order on a few cores (Snakemake runs the ready job of highest priority first): the data stages first
+# (short, and every later job waits for them), then judges and trainings by config `priority`, so that the
+# longest trainings start early and the run does not end with one of them running alone.
+PREP_PRIORITY = 100
+
+
+def job_priority(wildcards):
+    return config.get("priority", {}).get(wildcards.dataset, 0)
+
+
 def dataset_cfg(dataset):
     if dataset not in config["datasets"]:
         raise WorkflowError(f"unknown dataset {dataset!r}; config datasets: {sorted(config['datasets'])}")

@@ -7,6 +7,7 @@ rule fetch_sprites_layers:
         directory("data/raw/sprites-lpc"),
     params:
         mirror=data_mirror(),
+    priority: PREP_PRIORITY
     log:
         "results/sprites/logs/fetch_sprites_layers.log",
     benchmark:
@@ -22,6 +23,7 @@ rule fetch_mnist:
         directory("data/raw/mnist"),
     params:
         mirror=data_mirror(),
+    priority: PREP_PRIORITY
     log:
         "results/smmnist/logs/fetch_mnist.log",
     benchmark:
@@ -37,6 +39,7 @@ rule fetch_fsdd_recordings:
         directory("data/raw/fsdd"),
     params:
         mirror=data_mirror(),
+    priority: PREP_PRIORITY
     log:
         "results/fsdd/logs/fetch_fsdd_recordings.log",
     benchmark:

@@ -17,6 +17,7 @@ rule train_judge:
     threads: config["train"]["threads"]
     resources:
         gpu=GPU_JOB,
+    priority: job_priority
     log:
         "results/{dataset}/logs/train_judge.log",
     benchmark:

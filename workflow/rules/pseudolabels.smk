@@ -12,6 +12,7 @@ rule compute_flow_labels:
         flow=config["pseudolabels"]["flow"],
     wildcard_constraints:
         dataset=one_of(VIDEO),
+    priority: PREP_PRIORITY
     log:
         "results/{dataset}/logs/compute_flow_labels/{split}_{shard}.log",
     benchmark:
@@ -31,6 +32,7 @@ rule compute_landmark_labels:
         landmarks=config["pseudolabels"]["landmarks"],
     wildcard_constraints:
         dataset=one_of(VIDEO),
+    priority: PREP_PRIORITY
     log:
         "results/{dataset}/logs/compute_landmark_labels/{split}_{shard}.log",
     benchmark:
@@ -50,6 +52,7 @@ rule compute_silence_labels:
         silence=config["pseudolabels"]["silence"],
     wildcard_constraints:
         dataset=one_of(AUDIO),
+    priority: PREP_PRIORITY
     log:
         "results/{dataset}/logs/compute_silence_labels/{split}_{shard}.log",
     benchmark:

@@ -11,6 +11,7 @@ rule build_sprites_shards:
         n_shards=lambda wc: dataset_cfg("sprites")["n_shards"],
         n_characters=lambda wc: dataset_cfg("sprites")[f"{wc.split}_characters"],
         frame_size=lambda wc: dataset_cfg("sprites")["frame_size"],
+    priority: PREP_PRIORITY
     log:
         "results/sprites/logs/build_sprites_shards/{split}_{shard}.log",
     benchmark:
@@ -30,6 +31,7 @@ rule build_smmnist_shards:
     params:
         cfg=lambda wc: recipe_cfg("smmnist"),
         mirror=data_mirror(),
+    priority: PREP_PRIORITY
     log:
         "results/smmnist/logs/build_smmnist_shards/{split}_{shard}.log",
     benchmark:
@@ -48,6 +50,7 @@ rule build_mug_shards:
         skipped="results/mug/shards/{split}_{shard}.h5.skipped.tsv",  # bad takes skipped (skip_bad: true)
     params:
         cfg=lambda wc: recipe_cfg("mug"),
+    priority: PREP_PRIORITY
     log:
         "results/mug/logs/build_mug_shards/{split}_{shard}.log",
     benchmark:
@@ -65,6 +68,7 @@ rule build_fsdd_shards:
         "results/fsdd/shards/{split}_{shard}.h5",
     params:
         cfg=lambda wc: recipe_cfg("fsdd"),
+    priority: PREP_PRIORITY
     log:
         "results/fsdd/logs/build_fsdd_shards/{split}_{shard}.log",
     benchmark:
@@ -82,6 +86,7 @@ rule build_timit_shards:
         "results/timit/shards/{split}_{shard}.h5",
     params:
         cfg=lambda wc: recipe_cfg("timit"),
+    priority: PREP_PRIORITY
     log:
         "results/timit/logs/build_timit_shards/{split}_{shard}.log",
     benchmark:

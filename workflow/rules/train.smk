@@ -20,6 +20,7 @@ rule train_model:
     threads: config["train"]["threads"]
     resources:
         gpu=GPU_JOB,
+    priority: job_priority
     log:
         "results/{dataset}/logs/train_model/{variant}_seed{seed}.log",
     benchmark:
@@ -45,6 +46,7 @@ rule train_mocogan:
     threads: config["train"]["threads"]
     resources:
         gpu=GPU_JOB,
+    priority: job_priority
     log:
         "results/{dataset}/logs/train_mocogan/seed{seed}.log",
     benchmark:
@@ -69,6 +71,7 @@ rule train_monkeynet:
     threads: config["train"]["threads"]
     resources:
         gpu=GPU_JOB,
+    priority: job_priority
     log:
         "results/{dataset}/logs/train_monkeynet/seed{seed}.log",
     benchmark:
@@ -92,6 +95,7 @@ rule train_fhvae:
     threads: config["train"]["threads"]
     resources:
         gpu=GPU_JOB,
+    priority: job_priority
     log:
         "results/{dataset}/logs/train_fhvae/seed{seed}.log",
     benchmark:
