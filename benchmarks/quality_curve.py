@@ -15,6 +15,9 @@ dataset's judge:
 * ``swap_dyn`` / ``swap_stat``: z_f of clip A with z_1:T of clip B (another action): the judge must find
   B's action and A's attributes;
 * ``rec_dyn`` / ``rec_stat``: the judge on plain reconstructions (the ceiling blur leaves);
+* audio (FSDD, TIMIT): ``eer_zf`` / ``eer_zt``, Table 3's speaker EERs on the test utterances;
+  ``test_recon``, ``probe_digit`` and ``probe_silence``, what z_1:T still carries
+  (``s3vae.verification.dynamic_content``; the test pseudo-labels must be built);
 * the training losses of the last K steps (recon, KL_f, KL_t, SCC, DFP, MI, ...) and steps/s.
 
 Training time excludes scoring time. Prints the table, writes ``benchmarks/curves/<name>.csv`` and a PNG,
@@ -43,6 +46,7 @@ from s3vae.evaluate import generate, load_judge, swap_partners  # noqa: E402
 from s3vae.model import S3VAEConfig  # noqa: E402
 from s3vae.train import TrainConfig, train  # noqa: E402
 from s3vae.utils import from_dict  # noqa: E402
+from s3vae.verification import dynamic_content, speaker_verification  # noqa: E402
 
 
 class Budget(Exception):
@@ -104,6 +108,16 @@ def score(model, judge, x, labels, static, dynamic, partner, batch=128) -> dict:
     return row
 
 
+def audio_scores(model, test_shards, test_label_shards) -> dict:
+    """Table 3's EERs (z_f, z_1:T) and what z_1:T still carries (``verification.dynamic_content``)."""
+    was_training = model.training
+    ver = speaker_verification(model, test_shards)
+    content = dynamic_content(model, test_shards, test_label_shards)
+    model.train(was_training)
+    return {"eer_zf": ver["eer_static"], "eer_zt": ver["eer_dynamic"], "test_recon": round(content["recon_mse"], 2),
+            "probe_digit": content["probe_digit"], "probe_silence": content["probe_silence"]}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "config/config.yaml"))
@@ -138,15 +152,24 @@ def main(argv=None):
     label_shards = {tcfg.dfp_key: pseudo_shards} if uses_labels else {}
 
     torch.set_num_threads(tcfg.threads)
-    judge = load_judge(res / "judge/judge.pt")
-    test = ClipDataset(shards["test"], preload=True)
-    idx = np.random.default_rng(0).permutation(len(test))[:a.n_eval]
-    b = batch_of(test, idx)
-    dynamic = list(ds.get("dynamic_labels", []))
-    static = [k for k in ds["labels"] if k not in dynamic]
-    x, labels = b["frames"], {k: b[k] for k in static + dynamic}
-    static_y = np.stack([labels[k].numpy() for k in static], 1)
-    partner = torch.as_tensor(swap_partners(labels[dynamic[0]].numpy(), static_y) if dynamic else np.arange(len(x)))
+    if ds["modality"] == "audio":
+        test_labels = [str(res / f"pseudolabels/{ds['pseudolabel']}/test_{i}.h5") for i in range(ds["n_shards"])]
+
+        def scores(model):
+            return audio_scores(model, shards["test"], test_labels)
+    else:
+        judge = load_judge(res / "judge/judge.pt")
+        test = ClipDataset(shards["test"], preload=True)
+        idx = np.random.default_rng(0).permutation(len(test))[:a.n_eval]
+        b = batch_of(test, idx)
+        dynamic = list(ds.get("dynamic_labels", []))
+        static = [k for k in ds["labels"] if k not in dynamic]
+        x, labels = b["frames"], {k: b[k] for k in static + dynamic}
+        static_y = np.stack([labels[k].numpy() for k in static], 1)
+        partner = torch.as_tensor(swap_partners(labels[dynamic[0]].numpy(), static_y) if dynamic else np.arange(len(x)))
+
+        def scores(model):
+            return score(model, judge, x, labels, static, dynamic, partner)
 
     name = a.name or f"{a.dataset}_{a.variant}_seed{a.seed}"
     from torch.utils.tensorboard import SummaryWriter
@@ -164,7 +187,7 @@ def main(argv=None):
             steps = (rows[-1]["step"] if rows else 0) + len(window)
             sps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else float("nan")
             row = {"step": steps, "minutes": round(clock["train"] / 60, 2), "steps_per_s": round(sps, 2),
-                   **score(model, judge, x, labels, static, dynamic, partner),
+                   **scores(model),
                    **{k: round(float(np.mean(v)), 3) for k, v in losses.items()}}
             rows.append(row)
             for k, v in row.items():
@@ -203,10 +226,11 @@ def plot(rows, path, title):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for k in ("dyn", "stat", "swap_dyn", "swap_stat", "rec_dyn", "rec_stat"):
+    for k in ("dyn", "stat", "swap_dyn", "swap_stat", "rec_dyn", "rec_stat", "eer_zf", "eer_zt", "probe_digit"):
         if k in rows[0]:
             ax.plot([r["minutes"] for r in rows], [r[k] for r in rows], marker="o", label=k)
-    ax.set(xlabel="training minutes", ylabel="judge accuracy", ylim=(0, 1.02), title=title)
+    ax.set(xlabel="training minutes", ylabel="judge accuracy (audio: EER, probe accuracy)", ylim=(0, 1.02),
+           title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

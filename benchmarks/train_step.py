@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from s3vae.losses import s3vae_loss
+from s3vae.losses import LossOptions, s3vae_loss
 from s3vae.model import S3VAE, Project4x4, S3VAEConfig
 
 CONFIGS = {
@@ -39,8 +39,7 @@ def step_times(model, opt, x, y, lambdas, n, warmup, bf16=False):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = s3vae_loss(model, x, y, dataset_size=9000, lambda_scc=lambdas[0], lambda_dfp=lambdas[1],
-                                 lambda_mi=lambdas[2])
+            loss, _ = s3vae_loss(model, x, y, LossOptions(*lambdas), dataset_size=9000)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -56,8 +55,7 @@ def step_flops(model, x, y, lambdas) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        loss, _ = s3vae_loss(model, x, y, dataset_size=9000, lambda_scc=lambdas[0], lambda_dfp=lambdas[1],
-                             lambda_mi=lambdas[2])
+        loss, _ = s3vae_loss(model, x, y, LossOptions(*lambdas), dataset_size=9000)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()

@@ -47,6 +47,9 @@ def model_config(config: dict, dataset: str, variant: str) -> dict:
     cfg["dfp_out"] = dfp_spec(config, dataset, variant)["out"]
     if v.get("lambda_adv", 0) * ds.get("lambda_scale", {}).get("adv", 1) > 0:
         cfg["adv_steps"] = ds["frames"]  # phi_f predicts every frame's label from z_f
+    train = train_config(config, dataset, variant, seed=0)
+    if train["lambda_mi"] > 0 and train.get("mi_estimator", "mws") == "club":
+        cfg["mi_critic"] = "club"  # CLUB's q(z_t | z_f) lives in the model (trained and checkpointed with it)
     return cfg
 
 

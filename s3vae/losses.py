@@ -6,6 +6,10 @@ All losses are per sequence, averaged over the minibatch. The reconstruction ter
 is a Gaussian with fixed variance (squared error summed over pixels and frames, as in DSVAE and
 C-DSVAE) or a Bernoulli (binary cross-entropy), chosen by config.
 
+L_MI has two estimators (``LossOptions.mi_estimator``): ``mws``, eq. 7-8 as written, and ``club``, the
+contrastive log-ratio upper bound of Cheng et al. (ICML 2020) with a variational q(z_t | z_f), which is
+made for *minimising* MI at small batches (``club_mi`` says why MWS is not, at batch 16).
+
 The λ's come from the config's variants (App. D's); a dataset may scale them
 (``datasets.<name>.lambda_scale``; docs/implementation.md, "λ's for audio", says why and what was measured).
 """
@@ -13,11 +17,14 @@ The λ's come from the config's variants (App. D's); a dataset may scale them
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from s3vae.model import reparameterize
+from s3vae.utils import check_literals
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -137,59 +144,134 @@ def static_adversary_loss(logits: torch.Tensor, logits_frozen: torch.Tensor, tar
     return dfp_loss(logits, target, kind), -F.log_softmax(logits_frozen, dim=-1).mean()
 
 
-def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, *, dataset_size: int,
-               lambda_scc: float, lambda_dfp: float, lambda_mi: float, margin: float = 1.0,
-               recon: str = "mse", dfp_kind: str = "topk", dfp_offset: int = 1, scc_on: str = "samples",
-               lambda_adv: float = 0.0, mi_reduce: str = "sum", recon_weight: float = 1.0
+def club_mi(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step", grad: str = "zt"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_MI by CLUB (Cheng et al., ICML 2020): I(z_f; z_t) <= E_p(zf,zt)[log q(z_t|z_f)] - E_p(zf)p(zt)[log q(z_t|z_f)].
+
+    Why not eq. 8 here: with sharp posteriors each MWS log-marginal is dominated by the sample's own
+    clip, so at batch 16 the estimate sits near log(N M) whatever z_f and z_t share and its gradient
+    cannot remove what they share (``batch_identifiability``). CLUB's bound needs only a regressor of
+    z_t on z_f, and it falls to 0 once z_f no longer predicts z_t.
+
+    q = ``model.critic_q`` (a Gaussian MLP of z_f). Returns (bound, fit): ``fit`` = -log q on the
+    detached joint samples trains q only (CLUB's likelihood step); the bound is computed with q's
+    weights frozen, its gradient reaching the latents ``grad`` names (``zt``: z_1:T gives up what z_f
+    predicts, the speaker on audio; ``zf``: z_f gives up what predicts z_t, the action on video;
+    ``both``). The negative term averages log q over all M x M pairs of the minibatch. ``pairs``:
+    ``step`` pairs z_f with every z_t (mean over t), ``sequence`` with the time-mean of z_1:T.
+    zf (M, Df), zt (M, T, Dt).
+    """
+    y = zt.mean(1) if pairs == "sequence" else zt                          # (M, Dt) or (M, T, Dt)
+    mu, logvar = model.critic_q(zf.detach())
+    if pairs == "step":
+        mu, logvar = mu[:, None], logvar[:, None]                           # (M, 1, Dt)
+    fit = -log_normal(y.detach(), mu, logvar).sum(-1).mean()
+
+    xf = zf if grad in ("zf", "both") else zf.detach()
+    yt = y if grad in ("zt", "both") else y.detach()
+    mu, logvar = model.critic_q(xf, frozen=True)                            # (M, Dt)
+    if pairs == "step":
+        mu, logvar = mu[:, None], logvar[:, None]                           # (M, 1, Dt)
+    positive = log_normal(yt, mu, logvar).sum(-1)                           # (M,) or (M, T): log q(y_i | x_i)
+    # log q(y_j | x_i) for all i, j: (M_i, M_j, ...)
+    negative = log_normal(yt.unsqueeze(0), mu.unsqueeze(1), logvar.unsqueeze(1)).sum(-1).mean(1)
+    return (positive - negative).mean(), fit
+
+
+MIEstimator = Literal["mws", "club"]
+SCCOn = Literal["samples", "means"]
+Recon = Literal["mse", "bce"]
+DFPKind = Literal["topk", "binary", "regression", "clip"]
+MIReduce = Literal["sum", "mean"]
+MIPairs = Literal["step", "sequence"]
+MIGrad = Literal["zt", "zf", "both"]
+
+
+@dataclass
+class LossOptions:
+    """Everything eq. 9 needs besides the model and the batch (``TrainConfig`` holds the same names)."""
+
+    lambda_scc: float = 1000.0        # λ1, App. D
+    lambda_dfp: float = 100.0         # λ2
+    lambda_mi: float = 1.0            # λ3
+    lambda_adv: float = 0.0           # static adversary (a departure; 0 = the paper)
+    margin: float = 1.0               # m in eq. 6
+    scc_on: SCCOn = "samples"         # eq. 6 between posterior samples of z_f (literal) or means
+    recon: Recon = "mse"              # -log p(x|z): Gaussian (squared error) or Bernoulli
+    recon_weight: float = 1.0         # factor on -log p(x|z): the Gaussian's variance is 0.5 / w
+    dfp_kind: DFPKind = "topk"
+    dfp_offset: int = 1               # the DFP labels cover frames dfp_offset..T-1 (flow starts at the 2nd)
+    mi_estimator: MIEstimator = "mws"  # eq. 7-8 (the paper) or CLUB (club_mi)
+    mi_reduce: MIReduce = "sum"       # mws: eq. 7 summed over t (the paper) or averaged (C-DSVAE's code)
+    mi_pairs: MIPairs = "step"        # club: (z_f, z_t) per step, or (z_f, time-mean of z_1:T)
+    mi_grad: MIGrad = "zt"            # club: which latent the bound's gradient reaches
+
+    def __post_init__(self):
+        check_literals(self)
+
+    @classmethod
+    def of(cls, cfg) -> "LossOptions":
+        """The loss options among a config object's (or dict's) fields, by name."""
+        get = cfg.get if isinstance(cfg, dict) else lambda k, d: getattr(cfg, k, d)
+        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
+
+
+def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, opts: LossOptions, dataset_size: int
                ) -> tuple[torch.Tensor, dict]:
     """eq. 9 for one minibatch x (B, T, C, H, W). A λ of 0 switches its term off (and skips its cost).
 
-    ``dfp_offset``: the labels cover frames dfp_offset..T-1 (flow labels start at the 2nd frame).
-    ``scc_on``: eq. 6's distances between posterior ``samples`` of z_f (a literal reading) or between
-    the posterior ``means`` (the noise of a 256-d sample otherwise swamps the margin of 1).
-    ``lambda_adv`` > 0 adds the static adversary (``static_adversary_loss``) on the same labels.
-    ``mi_reduce``: eq. 7 summed over t (the paper) or averaged (``mi_loss``).
-    ``recon_weight``: a factor on -log p(x|z) (a Gaussian's variance 0.5 / w; a tempered Bernoulli).
+    ``dataset_size`` is eq. 8's N. ``opts.scc_on``: the noise of a 256-d sample swamps eq. 6's margin
+    of 1, so the quick configs compare posterior means. ``opts.lambda_adv`` > 0 adds the static
+    adversary (``static_adversary_loss``) on the DFP labels. Also returns the detached terms, with
+    ``mi_grad``: the norm of L_MI's gradient at the latent samples (a saturated estimator shows as ~0).
     """
-    if scc_on not in ("samples", "means"):
-        raise ValueError(f"scc_on must be 'samples' or 'means', got {scc_on!r}")
+    o = opts
     out = model(x)
     rec, kl_f, kl_t = vae_loss(x, out["x_hat"], out["zf_mu"], out["zf_logvar"], out["zt_mu"],
-                               out["zt_logvar"], out["pz_mu"], out["pz_logvar"], recon)
-    total = recon_weight * rec + kl_f + kl_t
+                               out["zt_logvar"], out["pz_mu"], out["pz_logvar"], o.recon)
+    total = o.recon_weight * rec + kl_f + kl_t
     parts = {"recon": rec.detach(), "kl_f": kl_f.detach(), "kl_t": kl_t.detach()}
-    if lambda_scc > 0:
+    if o.lambda_scc > 0:
         # positive: the same clip with its frames shuffled in time. The frame encoder acts per frame,
         # so the shuffled clip's features are the permuted features; only LSTM_f runs again.
         B, T = x.shape[:2]
         perm = torch.argsort(torch.rand(B, T, device=x.device), dim=1)          # (B, T)
         feats_pos = out["feats"].gather(1, perm[..., None].expand_as(out["feats"]))
         mu_pos, logvar_pos, _ = model.static_posterior(feats_pos)
-        if scc_on == "means":
+        if o.scc_on == "means":
             zf, zf_pos = out["zf_mu"], mu_pos
         else:
             zf, zf_pos = out["zf"], reparameterize(mu_pos, logvar_pos)
-        scc = scc_loss(zf, zf_pos, zf.roll(1, dims=0), margin)                   # negative: another clip
-        total = total + lambda_scc * scc
+        scc = scc_loss(zf, zf_pos, zf.roll(1, dims=0), o.margin)                 # negative: another clip
+        total = total + o.lambda_scc * scc
         parts["scc"] = scc.detach()
-    if lambda_dfp > 0:
+    if o.lambda_dfp > 0:
         if dfp_target is None:
             raise ValueError("lambda_dfp > 0 but the batch carries no DFP labels")
-        dfp = dfp_loss(out["dfp_logits"][:, dfp_offset:], dfp_target, dfp_kind)
-        total = total + lambda_dfp * dfp
+        dfp = dfp_loss(out["dfp_logits"][:, o.dfp_offset:], dfp_target, o.dfp_kind)
+        total = total + o.lambda_dfp * dfp
         parts["dfp"] = dfp.detach()
-    if lambda_adv > 0:
+    if o.lambda_adv > 0:
         if dfp_target is None:
             raise ValueError("lambda_adv > 0 but the batch carries no DFP labels")
-        adv, conf = static_adversary_loss(model.static_adversary(out["zf_mu"].detach())[:, dfp_offset:],
-                                          model.static_adversary(out["zf_mu"], frozen=True)[:, dfp_offset:],
-                                          dfp_target, dfp_kind)
-        total = total + adv + lambda_adv * conf
+        adv, conf = static_adversary_loss(model.static_adversary(out["zf_mu"].detach())[:, o.dfp_offset:],
+                                          model.static_adversary(out["zf_mu"], frozen=True)[:, o.dfp_offset:],
+                                          dfp_target, o.dfp_kind)
+        total = total + adv + o.lambda_adv * conf
         parts["adv"], parts["conf"] = adv.detach(), conf.detach()
-    if lambda_mi > 0:
-        mi = mi_loss(out["zf"], out["zf_mu"], out["zf_logvar"], out["zt"], out["zt_mu"], out["zt_logvar"],
-                     dataset_size, mi_reduce)
-        total = total + lambda_mi * mi
+    if o.lambda_mi > 0:
+        if o.mi_estimator == "club":
+            mi, fit = club_mi(model, out["zf"], out["zt"], o.mi_pairs, o.mi_grad)
+            total = total + fit  # trains q(z_t | z_f) only: its inputs are detached
+            parts["mi_fit"] = fit.detach()
+        else:
+            mi = mi_loss(out["zf"], out["zf_mu"], out["zf_logvar"], out["zt"], out["zt_mu"], out["zt_logvar"],
+                         dataset_size, o.mi_reduce)
+        total = total + o.lambda_mi * mi
         parts["mi"] = mi.detach()
+        if torch.is_grad_enabled() and mi.requires_grad:
+            zs = [z for z in (out["zf"], out["zt"]) if z.requires_grad]
+            g = torch.autograd.grad(mi, zs, retain_graph=True, allow_unused=True)
+            parts["mi_grad"] = torch.sqrt(sum((gi.float() ** 2).sum() for gi in g if gi is not None)).detach()
     parts["loss"] = total.detach()
     return total, parts

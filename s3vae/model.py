@@ -42,6 +42,7 @@ POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
 STATIC_LSTMS = ("forward", "bidirectional")
 ZT_INPUTS = ("lstm_f", "lstm_f+frames", "head+frames")
 DECODERS = ("upsample", "transposed")
+MI_CRITICS = ("none", "club")
 
 
 @dataclass
@@ -64,6 +65,8 @@ class S3VAEConfig:
     adv_steps: int = 0                      # static adversary phi_f: frames it predicts labels for (0 = none)
     zt_input: str = "lstm_f"                # s3vae: what q(z_t) reads besides LSTM_f (module docstring)
     logvar_init: float = 0.0                # initial bias of q(z_f)'s and q(z_t)'s log-variance (0: PyTorch's init)
+    mi_critic: str = "none"                 # "club": the variational q(z_t | z_f) of L_MI's CLUB estimate (losses.py)
+    critic_hidden: int = 256
 
     def __post_init__(self):
         if self.posterior not in POSTERIORS:
@@ -72,6 +75,8 @@ class S3VAEConfig:
             raise ValueError(f"static_lstm must be one of {STATIC_LSTMS}, got {self.static_lstm!r}")
         if self.zt_input not in ZT_INPUTS:
             raise ValueError(f"zt_input must be one of {ZT_INPUTS}, got {self.zt_input!r}")
+        if self.mi_critic not in MI_CRITICS:
+            raise ValueError(f"mi_critic must be one of {MI_CRITICS}, got {self.mi_critic!r}")
         if self.modality == "audio":
             return
         if self.modality != "video":
@@ -260,6 +265,9 @@ class S3VAE(nn.Module):
         if cfg.adv_steps:  # phi_f: the dynamic labels of every frame from z_f alone (losses.static_adversary_loss)
             self.adversary = nn.Sequential(nn.Linear(cfg.z_f, cfg.dfp_hidden), nn.ReLU(inplace=True),
                                            nn.Linear(cfg.dfp_hidden, cfg.adv_steps * cfg.dfp_out))
+        if cfg.mi_critic == "club":  # q_theta(z_t | z_f), fitted by likelihood (losses.club_mi)
+            self.critic = nn.Sequential(nn.Linear(cfg.z_f, cfg.critic_hidden), nn.ReLU(inplace=True),
+                                        GaussianHead(cfg.critic_hidden, cfg.z_t))
 
     # --- inference -------------------------------------------------------------------------
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -360,6 +368,13 @@ class S3VAE(nn.Module):
         else:
             y = self.adversary(zf)
         return y.view(zf.shape[0], self.cfg.adv_steps, self.cfg.dfp_out)
+
+    def critic_q(self, zf: torch.Tensor, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """q_theta(z_t | z_f): (B, Df) -> mean and log-variance (B, Dt). ``frozen``: gradients reach z_f only."""
+        if frozen:
+            params = {k: v.detach() for k, v in self.critic.named_parameters()}
+            return torch.func.functional_call(self.critic, params, (zf,))
+        return self.critic(zf)
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

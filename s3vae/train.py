@@ -32,11 +32,11 @@ import torch
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.losses import s3vae_loss
+from s3vae.losses import LossOptions, s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
 from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
 
-LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "adv", "conf")
+LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
 
 @dataclass
@@ -48,7 +48,10 @@ class TrainConfig:
     lambda_scc: float = 1000.0         # λ1, App. D
     lambda_dfp: float = 100.0          # λ2
     lambda_mi: float = 1.0             # λ3
-    mi_reduce: str = "sum"             # eq. 7's per-step terms: "sum" (the paper) or "mean" (C-DSVAE's code)
+    mi_estimator: str = "mws"          # L_MI: "mws" (eq. 7-8) or "club" (losses.club_mi)
+    mi_reduce: str = "sum"             # mws: eq. 7's per-step terms "sum" (the paper) or "mean" (C-DSVAE's code)
+    mi_pairs: str = "step"             # club: "step" (z_f, z_t) pairs or "sequence" (z_f, time-mean of z_1:T)
+    mi_grad: str = "zt"                # club: the latent its gradient reaches: "zt", "zf" or "both"
     margin: float = 1.0                # m in eq. 6
     scc_on: str = "samples"            # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
     lambda_adv: float = 0.0            # static adversary on the DFP labels (a departure; 0 = the paper)
@@ -155,8 +158,9 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
-    if cfg.mi_reduce not in ("sum", "mean"):
-        raise ValueError(f"mi_reduce must be 'sum' or 'mean', got {cfg.mi_reduce!r}")
+    loss_opts = LossOptions.of(cfg)  # checks the loss options' values
+    if cfg.lambda_mi > 0 and cfg.mi_estimator == "club" and model_cfg.mi_critic != "club":
+        raise ValueError("mi_estimator 'club' needs the model's q(z_t | z_f): set model mi_critic: club")
     history: list[dict] = []
     start_epoch, start_step, start_sums = 0, 0, None
     last = ckpt_dir / "last.pt"
@@ -222,12 +226,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 if y is not None and cfg.dfp_kind == "regression":
                     y = (y.float().flatten(2) - dfp_mean) / dfp_std  # (B, T, ...) -> (B, T, D), standardised
                 with amp:
-                    loss, parts = s3vae_loss(model, x, y, dataset_size=N, lambda_scc=cfg.lambda_scc,
-                                             lambda_dfp=cfg.lambda_dfp, lambda_mi=cfg.lambda_mi,
-                                             margin=cfg.margin, recon=cfg.recon, dfp_kind=cfg.dfp_kind,
-                                             dfp_offset=cfg.dfp_offset, scc_on=cfg.scc_on,
-                                             lambda_adv=cfg.lambda_adv, mi_reduce=cfg.mi_reduce,
-                                             recon_weight=cfg.recon_weight)
+                    loss, parts = s3vae_loss(model, x, y, loss_opts, dataset_size=N)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
                 opt.zero_grad(set_to_none=True)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,14 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def check_literals(obj) -> None:
+    """Raises ValueError for a dataclass field typed ``Literal[...]`` whose value is not one of them."""
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        allowed = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+        if allowed and getattr(obj, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(obj, name)!r}")
 
 
 def from_dict(cls, d: dict | None):

@@ -16,6 +16,7 @@ large EER (ideally 50%) with z_1:T mean the factors are disentangled.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -124,4 +125,61 @@ def speaker_verification(model, shards: Sequence[str], device: str | torch.devic
     _, same = cosine_trials(np.zeros((n, 1)), emb.speakers)
     out.update(n_utterances=n, n_speakers=int(len(np.unique(emb.speakers))), n_target_trials=int(same.sum()),
                n_nontarget_trials=int((~same).sum()))
+    return out
+
+
+@torch.no_grad()
+def dynamic_content(model, shards: Sequence[str], label_shards: Sequence[str] = (), device: str | torch.device = "cpu",
+                    batch_size: int = 256, max_segments: int = 2000, seed: int = 0) -> dict:
+    """What z_1:T still carries besides the speaker: a z_1:T that has merely stopped carrying anything
+    would also make Table 3's dynamic EER high.
+
+    On up to ``max_segments`` test segments: ``recon_mse``, the squared error of the reconstruction from
+    the posterior means summed over a segment's features and steps (the Gaussian -log p(x|z) up to
+    constants); ``probe_<label>``, the accuracy of a logistic-regression probe reading each step's z_t
+    posterior mean, fitted on the segments of even utterance ids and scored on the odd ones, for the
+    per-step spoken digit (``labels/step_digit``) and, with ``label_shards``, the silence pseudo-labels.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    was_training = model.training
+    model.eval()
+    zs, errs, utts, labels = [], [], [], {}
+    for i, path in enumerate(shards):
+        keys = ["frames", "labels/utterance", "labels/step_digit"]
+        with open_shard(path, keys) as f:
+            n = len(f["frames"])
+            frames, utt, digit = f["frames"][()], f["labels/utterance"][()], f["labels/step_digit"][()]
+        labels.setdefault("digit", []).append(digit)
+        if label_shards:
+            with open_shard(label_shards[i], ["silence_labels"]) as f:
+                if len(f["silence_labels"]) != n:
+                    raise ShardError(f"{label_shards[i]}: {len(f['silence_labels'])} rows for {n} segments of {path}")
+                labels.setdefault("silence", []).append(f["silence_labels"][()])
+        for s in range(0, n, batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(frames[s:s + batch_size], dtype=np.float32)).to(device)
+            enc = model.encode(x)
+            x_hat = model.decode(enc["zf_mu"], enc["zt_mu"])
+            errs.append(((x_hat - x) ** 2).sum((1, 2)).double().cpu().numpy())
+            zs.append(enc["zt_mu"].double().cpu().numpy())
+        utts.append(utt)
+    model.train(was_training)
+    z, err, utt = np.concatenate(zs), np.concatenate(errs), np.concatenate(utts)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(z))[:max_segments])
+    z, err, utt = z[keep], err[keep], utt[keep]
+    fit = utt % 2 == 0
+    out = {"recon_mse": float(err.mean())}
+    T = z.shape[1]
+    for name, ys in labels.items():
+        y = np.concatenate(ys)[keep]
+        X, y = z.reshape(-1, z.shape[-1]), y.reshape(-1)
+        rows = np.repeat(fit, T) & (y >= 0), np.repeat(~fit, T) & (y >= 0)   # -1: a step of no digit (pause)
+        (X_fit, y_fit), (X_test, y_test) = ((X[r], y[r]) for r in rows)
+        mean, std = X_fit.mean(0), X_fit.std(0) + 1e-8
+        with warnings.catch_warnings():  # an untrained model's z_t may not separate: no convergence, a low score
+            warnings.simplefilter("ignore")
+            probe = LogisticRegression(max_iter=300).fit((X_fit - mean) / std, y_fit)
+        out[f"probe_{name}"] = float(probe.score((X_test - mean) / std, y_test))
+        out[f"probe_{name}_chance"] = float(np.bincount(y_test).max() / len(y_test))
+    out["probe_segments"], out["probe_steps"] = int(len(z)), int(T)
     return out

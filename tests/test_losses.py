@@ -165,7 +165,7 @@ def test_static_adversary_trains_the_head_on_z_f_detached_and_the_encoder_toward
 
 @pytest.mark.parametrize("scc_on", ["samples", "means"])
 def test_scc_on_means_uses_posterior_means(scc_on):
-    from s3vae.losses import s3vae_loss
+    from s3vae.losses import LossOptions, s3vae_loss
     from s3vae.model import S3VAE, S3VAEConfig
 
     torch.manual_seed(0)
@@ -177,18 +177,18 @@ def test_scc_on_means_uses_posterior_means(scc_on):
     vals = []
     for seed in (1, 2):
         torch.manual_seed(seed)
-        vals.append(s3vae_loss(m, x, None, dataset_size=10, lambda_scc=1, lambda_dfp=0, lambda_mi=0,
-                               scc_on=scc_on)[1]["scc"].item())
+        opts = LossOptions(lambda_scc=1, lambda_dfp=0, lambda_mi=0, scc_on=scc_on)
+        vals.append(s3vae_loss(m, x, None, opts, dataset_size=10)[1]["scc"].item())
     if scc_on == "means":
         assert max(vals) < 1.5
     else:
         assert max(vals) > 5.0   # noise of exp(4) std per dimension swamps the margin
     with pytest.raises(ValueError, match="scc_on"):
-        s3vae_loss(m, x, None, dataset_size=10, lambda_scc=1, lambda_dfp=0, lambda_mi=0, scc_on="mode")
+        LossOptions(lambda_scc=1, lambda_dfp=0, lambda_mi=0, scc_on="mode")
 
 
 def test_recon_weight_scales_only_the_reconstruction_term():
-    from s3vae.losses import s3vae_loss
+    from s3vae.losses import LossOptions, s3vae_loss
     from s3vae.model import S3VAE, S3VAEConfig
 
     m = S3VAE(S3VAEConfig(image_size=16, enc_widths=[8, 8], dec_widths=[8, 8, 8], feat_dim=8, hidden=8, z_f=4, z_t=2))
@@ -196,7 +196,8 @@ def test_recon_weight_scales_only_the_reconstruction_term():
     out = {}
     for w in (1.0, 3.0):
         torch.manual_seed(0)
-        out[w] = s3vae_loss(m, x, None, dataset_size=10, lambda_scc=0, lambda_dfp=0, lambda_mi=0, recon_weight=w)
+        out[w] = s3vae_loss(m, x, None, LossOptions(lambda_scc=0, lambda_dfp=0, lambda_mi=0, recon_weight=w),
+                            dataset_size=10)
     (loss1, p1), (loss3, p3) = out[1.0], out[3.0]
     assert p1["recon"] == p3["recon"] and p1["kl_f"] == p3["kl_f"]        # logged unweighted
     assert loss3.item() == pytest.approx(loss1.item() + 2 * p1["recon"].item(), rel=1e-5)

@@ -153,7 +153,7 @@ def test_first_decoder_layer_as_a_matmul_equals_the_transposed_conv():
                                                     ("dsvae-factorised", "forward"), ("dsvae-full", "forward")])
 @pytest.mark.parametrize("modality", ["video", "audio"])
 def test_every_posterior_and_modality_trains_with_all_losses(posterior, static_lstm, modality):
-    from s3vae.losses import s3vae_loss
+    from s3vae.losses import LossOptions, s3vae_loss
 
     torch.manual_seed(0)
     if modality == "video":
@@ -169,8 +169,8 @@ def test_every_posterior_and_modality_trains_with_all_losses(posterior, static_l
     assert out["x_hat"].shape == x.shape
     assert out["zt_mu"].shape == (4, 5, 4) and out["zf"].shape == (4, 8)
     y = torch.randint(0, 9, (4, 4, 1)) if modality == "video" else torch.randint(0, 2, (4, 4))
-    loss, parts = s3vae_loss(model, x, y, dataset_size=100, lambda_scc=1.0, lambda_dfp=1.0, lambda_mi=1.0,
-                             dfp_kind="topk" if modality == "video" else "binary")
+    opts = LossOptions(lambda_scc=1.0, lambda_dfp=1.0, lambda_mi=1.0, dfp_kind="topk" if modality == "video" else "binary")
+    loss, parts = s3vae_loss(model, x, y, opts, dataset_size=100)
     loss.backward()
     assert torch.isfinite(loss) and {"scc", "dfp", "mi"} <= parts.keys()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
