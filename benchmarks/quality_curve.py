@@ -11,13 +11,13 @@ values are YAML). Every ``--every`` steps it scores the model on ``--n-eval`` te
 dataset's judge:
 
 * ``dyn`` / ``stat``: Appendix C accuracies (dynamic labels with z_1:T kept and z_f ~ p(z_f); static
-  labels with z_f kept and z_1:T ~ p(z_1:T)), as ``s3vae.evaluate.generate`` makes them;
+  labels with z_f kept and z_1:T ~ p(z_1:T)), as ``s3vae.evaluation.metrics.generate`` makes them;
 * ``swap_dyn`` / ``swap_stat``: z_f of clip A with z_1:T of clip B (another action): the judge must find
   B's action and A's attributes;
 * ``rec_dyn`` / ``rec_stat``: the judge on plain reconstructions (the ceiling blur leaves);
 * audio (FSDD, TIMIT): ``eer_zf`` / ``eer_zt``, Table 3's speaker EERs on the test utterances;
   ``test_recon``, ``probe_digit`` and ``probe_silence``, what z_1:T still carries
-  (``s3vae.verification.dynamic_content``; the test pseudo-labels must be built);
+  (``s3vae.evaluation.verification.dynamic_content``; the test pseudo-labels must be built);
 * the training losses of the last K steps (recon, KL_f, KL_t, SCC, DFP, MI, ...) and steps/s.
 
 Training time excludes scoring time. Prints the table, writes ``benchmarks/curves/<name>.csv`` and a PNG,
@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 from s3vae import configs  # noqa: E402
 from s3vae.data import ClipDataset, batch_of  # noqa: E402
-from s3vae.evaluate import generate, load_judge, swap_partners  # noqa: E402
+from s3vae.evaluation.judge import load_judge
+from s3vae.evaluation.metrics import generate, swap_partners  # noqa: E402
 from s3vae.model import S3VAEConfig  # noqa: E402
 from s3vae.train import TrainConfig, train  # noqa: E402
 from s3vae.utils import from_dict  # noqa: E402
-from s3vae.verification import dynamic_content, speaker_verification  # noqa: E402
+from s3vae.evaluation.verification import dynamic_content, speaker_verification  # noqa: E402
 
 
 class Budget(Exception):

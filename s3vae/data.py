@@ -200,3 +200,10 @@ def batch_of(dataset: ClipDataset, indices: Sequence[int]) -> dict[str, torch.Te
     """Collate items ``indices`` of a dataset into a batch (stacked tensors)."""
     items = [dataset[int(i)] for i in indices]
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def index_batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+                  ) -> list[list[int]]:
+    """Clip indices 0..n-1 in batches (the last one partial), in order or shuffled by ``generator``."""
+    idx = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+    return [idx[i:i + batch_size] for i in range(0, n, batch_size)]

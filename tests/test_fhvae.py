@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import torch
 
-from s3vae.fhvae import FHVAE, FHVAEConfig, FHVAETrainConfig, load, train
-from s3vae.verification import speaker_verification
+from s3vae.comparisons.fhvae import FHVAE, FHVAEConfig, FHVAETrainConfig, load, train
+from s3vae.evaluation.verification import speaker_verification
 
 CFG = FHVAEConfig(feat_in=6, hidden=16, z_dim=4)
 

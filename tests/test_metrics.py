@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from s3vae.evaluate import Judge, JudgeConfig, appendix_c_metrics, generate, summary_row
+from s3vae.evaluation.judge import Judge, JudgeConfig
+from s3vae.evaluation.metrics import appendix_c_metrics, generate, summary_row
 from s3vae.model import S3VAE, S3VAEConfig
 
 
@@ -67,7 +68,7 @@ def test_judge_heads():
 def test_balanced_indices_keep_the_rarest_class_count_of_every_class():
     import numpy as np
 
-    from s3vae.evaluate import balanced_indices
+    from s3vae.evaluation.metrics import balanced_indices
 
     y = np.array([0] * 10 + [1] * 3 + [2] * 5)
     keep = balanced_indices(y, seed=0)
@@ -77,7 +78,7 @@ def test_balanced_indices_keep_the_rarest_class_count_of_every_class():
 
 
 def test_swap_partners_differ_in_the_dynamic_label_and_a_static_one():
-    from s3vae.evaluate import swap_partners
+    from s3vae.evaluation.metrics import swap_partners
 
     dyn = np.array([0, 0, 1, 1, 2])
     stat = np.array([[0], [1], [0], [1], [0]])
@@ -107,7 +108,7 @@ def test_vgg_judge_halves_the_map_with_pooling_and_rejects_unknown_frame_nets():
 
 
 def test_gaussian_blur_keeps_the_mean_and_flat_images_and_smooths_an_edge():
-    from s3vae.evaluate import gaussian_blur, random_blur
+    from s3vae.evaluation.judge import gaussian_blur, random_blur
 
     flat = torch.full((2, 3, 3, 8, 8), 0.4)
     assert torch.allclose(gaussian_blur(flat, torch.tensor([0.5, 1.0])), flat)
@@ -147,7 +148,7 @@ def _code_judge(x):  # reads the codes back: static from pixel 0, dynamic from p
 
 def test_swap_scores_find_where_the_decoder_reads_the_motion(tmp_path):
     from s3vae.data import ClipDataset, atomic_h5, create_frames
-    from s3vae.evaluate import latent_swap, swap_scores
+    from s3vae.evaluation.metrics import latent_swap, swap_scores
 
     rng = np.random.default_rng(0)
     style, action = rng.integers(0, 4, 40), rng.integers(0, 3, 40)

@@ -7,8 +7,8 @@ import torch
 from conftest import labelled_clip_shard
 
 from s3vae.data import ClipDataset
-from s3vae.evaluate import swap_scores
-from s3vae.monkeynet import (
+from s3vae.evaluation.metrics import swap_scores
+from s3vae.comparisons.monkeynet import (
     MonkeyNet,
     MonkeyNetConfig,
     MonkeyNetTrainConfig,
@@ -142,7 +142,7 @@ def test_evaluate_gives_swap_scores_of_a_trained_model(tmp_path, shards):
 def test_motion_transfer_figure_has_a_panel_of_five_rows_per_pair(tmp_path):
     from PIL import Image
 
-    from s3vae.figures import motion_transfer_figure
+    from s3vae.reporting.figures import motion_transfer_figure
 
     m = MonkeyNet(CFG).eval()
     a, b = torch.rand(2, 4, 3, 16, 16), torch.rand(2, 4, 3, 16, 16)

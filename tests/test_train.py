@@ -158,7 +158,7 @@ def test_step_log_writes_csv_and_tensorboard_and_a_resume_keeps_earlier_rows(sha
     train(clips, labels, tmp_path / "b.pt", tmp_path / "ck", MODEL, cfg(epochs=2, log_every=1), log=lambda *_: None)
     rows = list(csv.DictReader(open(tmp_path / "ck/steps.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
-    from s3vae.curves import plot_training
+    from s3vae.reporting.curves import plot_training
     assert plot_training(tmp_path / "ck/steps.csv", tmp_path / "t.png").stat().st_size > 1000
 
 
@@ -220,7 +220,7 @@ def test_a_shard_damaged_in_the_middle_is_named(tmp_path):
 
 
 def test_judge_trains_on_random_frames_and_blur_and_reports_blurred_accuracy(shards, tmp_path):
-    from s3vae.evaluate import JudgeConfig, train_judge
+    from s3vae.evaluation.judge import JudgeConfig, train_judge
 
     clips, _ = shards
     cfg = JudgeConfig(channels=3, image_size=16, frames=5, heads={"action": 9}, dynamic=[], width=8)

@@ -1,7 +1,7 @@
-# Thin entry point for rule compare_with_paper (logic: s3vae.report).
+# Thin entry point for rule compare_with_paper (logic: s3vae.reporting.tables).
 from pathlib import Path
 
-from s3vae.report import paper_comparison
+from s3vae.reporting.tables import paper_comparison
 from s3vae.utils import redirect_output
 
 redirect_output(snakemake.log[0])

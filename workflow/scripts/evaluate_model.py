@@ -1,10 +1,11 @@
-# Thin entry point for rule evaluate_model (logic: s3vae.evaluate; MoCoGAN, MonkeyNet: their modules).
+# Thin entry point for rule evaluate_model (logic: s3vae.evaluation.metrics; MoCoGAN, MonkeyNet: their modules).
 import json
 
 import torch
 
-from s3vae import mocogan, monkeynet
-from s3vae.evaluate import evaluate_model, load_judge
+from s3vae.comparisons import mocogan, monkeynet
+from s3vae.evaluation.judge import load_judge
+from s3vae.evaluation.metrics import evaluate_model
 from s3vae.train import load_model
 from s3vae.utils import pick_device, redirect_output
 

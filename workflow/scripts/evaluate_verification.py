@@ -1,12 +1,12 @@
-# Thin entry point for rule evaluate_verification (logic: s3vae.verification).
+# Thin entry point for rule evaluate_verification (logic: s3vae.evaluation.verification).
 import json
 
 import torch
 
-from s3vae import fhvae
+from s3vae.comparisons import fhvae
 from s3vae.train import load_model
 from s3vae.utils import pick_device, redirect_output
-from s3vae.verification import speaker_verification
+from s3vae.evaluation.verification import speaker_verification
 
 redirect_output(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

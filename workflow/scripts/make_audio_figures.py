@@ -1,5 +1,5 @@
-# Thin entry point for rule make_audio_figures (logic: s3vae.figures_audio).
-from s3vae.figures_audio import swap_grid_from_shards
+# Thin entry point for rule make_audio_figures (logic: s3vae.reporting.figures_audio).
+from s3vae.reporting.figures_audio import swap_grid_from_shards
 from s3vae.train import load_model
 from s3vae.utils import redirect_output
 

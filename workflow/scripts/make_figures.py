@@ -1,8 +1,8 @@
-# Thin entry point for rule make_figures (logic: s3vae.figures).
+# Thin entry point for rule make_figures (logic: s3vae.reporting.figures).
 from pathlib import Path
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.figures import write_figures
+from s3vae.reporting.figures import write_figures
 from s3vae.train import load_model
 from s3vae.utils import redirect_output
 

@@ -1,10 +1,10 @@
-# Thin entry point for rule make_generation_figure (logic: s3vae.figures.generation_figure).
+# Thin entry point for rule make_generation_figure (logic: s3vae.reporting.figures.generation_figure).
 import numpy as np
 import torch
 
-from s3vae import mocogan
+from s3vae.comparisons import mocogan
 from s3vae.data import ClipDataset
-from s3vae.figures import generation_figure
+from s3vae.reporting.figures import generation_figure
 from s3vae.train import load_model
 from s3vae.utils import redirect_output
 

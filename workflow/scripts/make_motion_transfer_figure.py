@@ -1,10 +1,10 @@
-# Thin entry point for rule make_motion_transfer_figure (logic: s3vae.figures.motion_transfer_figure).
+# Thin entry point for rule make_motion_transfer_figure (logic: s3vae.reporting.figures.motion_transfer_figure).
 import numpy as np
 
-from s3vae import monkeynet
+from s3vae.comparisons import monkeynet
 from s3vae.data import ClipDataset, batch_of
-from s3vae.evaluate import latent_swap, swap_test_partners
-from s3vae.figures import motion_transfer_figure
+from s3vae.evaluation.metrics import latent_swap, swap_test_partners
+from s3vae.reporting.figures import motion_transfer_figure
 from s3vae.train import load_model
 from s3vae.utils import redirect_output
 

@@ -1,5 +1,5 @@
-# Thin entry point for rule make_swap_table (logic: s3vae.report.swap_table).
-from s3vae.report import format_table, swap_table, write_csv
+# Thin entry point for rule make_swap_table (logic: s3vae.reporting.tables.swap_table).
+from s3vae.reporting.tables import format_table, swap_table, write_csv
 from s3vae.utils import redirect_output
 
 redirect_output(snakemake.log[0])

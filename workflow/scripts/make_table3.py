@@ -1,5 +1,5 @@
-# Thin entry point for rule make_table3 (logic: s3vae.report).
-from s3vae.report import format_table, table3, write_csv
+# Thin entry point for rule make_table3 (logic: s3vae.reporting.tables).
+from s3vae.reporting.tables import format_table, table3, write_csv
 from s3vae.utils import redirect_output
 
 redirect_output(snakemake.log[0])

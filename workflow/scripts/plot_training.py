@@ -1,5 +1,5 @@
-# Thin entry point for rule plot_training (logic: s3vae.curves).
-from s3vae.curves import plot_training
+# Thin entry point for rule plot_training (logic: s3vae.reporting.curves).
+from s3vae.reporting.curves import plot_training
 from s3vae.utils import redirect_output
 
 redirect_output(snakemake.log[0])

@@ -1,5 +1,5 @@
-# Thin entry point for rule train_fhvae (logic: s3vae.fhvae).
-from s3vae.fhvae import FHVAEConfig, FHVAETrainConfig, train
+# Thin entry point for rule train_fhvae (logic: s3vae.comparisons.fhvae).
+from s3vae.comparisons.fhvae import FHVAEConfig, FHVAETrainConfig, train
 from s3vae.utils import from_dict, redirect_output
 
 redirect_output(snakemake.log[0])

@@ -1,5 +1,5 @@
-# Thin entry point for rule train_judge (logic: s3vae.evaluate).
-from s3vae.evaluate import JudgeConfig, train_judge
+# Thin entry point for rule train_judge (logic: s3vae.evaluation.metrics).
+from s3vae.evaluation.judge import JudgeConfig, train_judge
 from s3vae.utils import redirect_output
 
 redirect_output(snakemake.log[0])

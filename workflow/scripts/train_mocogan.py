@@ -1,5 +1,5 @@
-# Thin entry point for rule train_mocogan (logic: s3vae.mocogan).
-from s3vae.mocogan import MoCoGANConfig, MoCoGANTrainConfig, train
+# Thin entry point for rule train_mocogan (logic: s3vae.comparisons.mocogan).
+from s3vae.comparisons.mocogan import MoCoGANConfig, MoCoGANTrainConfig, train
 from s3vae.utils import from_dict, redirect_output
 
 redirect_output(snakemake.log[0])

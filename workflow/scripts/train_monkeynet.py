@@ -1,5 +1,5 @@
-# Thin entry point for rule train_monkeynet (logic: s3vae.monkeynet).
-from s3vae.monkeynet import MonkeyNetConfig, MonkeyNetTrainConfig, train
+# Thin entry point for rule train_monkeynet (logic: s3vae.comparisons.monkeynet).
+from s3vae.comparisons.monkeynet import MonkeyNetConfig, MonkeyNetTrainConfig, train
 from s3vae.utils import from_dict, redirect_output
 
 redirect_output(snakemake.log[0])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3vae.evaluate import summary_row
+from s3vae.evaluation.metrics import summary_row
 
 METRICS = ("acc", "IS", "H_y_x", "H_y", "acc_dynamic", "acc_static")
 
@@ -64,7 +64,7 @@ NO_ENCODER = {"mocogan": "no encoder: it generates from noise, there is no clip 
 
 
 def swap_table(eval_paths: list[str], rows: list[str], not_implemented: list[str] = ()) -> list[dict]:
-    """Swap accuracy (``s3vae.evaluate.swap_scores``) per variant and label, in percent, mean and std
+    """Swap accuracy (``s3vae.evaluation.metrics.swap_scores``) per variant and label, in percent, mean and std
     over seeds, with the judge on plain reconstructions beside it. Models without an encoder get a note."""
     def summarise(result: dict) -> dict:
         if "swap" not in result:

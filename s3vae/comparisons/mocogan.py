@@ -242,15 +242,16 @@ def evaluate(model: MoCoGAN, judge, test_shards, static_labels: list[str], dynam
              batch_size: int = 128, seed: int = 0, device="cpu") -> dict:
     """Appendix C for a generator without an encoder: every test clip's labels condition one generated
     clip, and the judge must find them; the same per-label and per-group record as
-    ``s3vae.evaluate.evaluate_model`` writes (without swap scores: there is nothing to swap)."""
-    from s3vae.evaluate import _batches, judged_metrics
+    ``s3vae.evaluation.metrics.evaluate_model`` writes (without swap scores: there is nothing to swap)."""
+    from s3vae.data import index_batches
+    from s3vae.evaluation.metrics import judged_metrics
 
     seed_everything(seed)
     data = ClipDataset(test_shards, preload=True)
     names = static_labels + dynamic_labels
     y = {k: data.arrays(f"labels/{k}") for k in names}
     probs = {k: [] for k in names}
-    for idx in _batches(len(data), batch_size, False):
+    for idx in index_batches(len(data), batch_size, False):
         out = judge(model.generate({k: torch.as_tensor(y[k][idx]) for k in names}, len(idx)))
         for k in names:
             probs[k].append(F.softmax(out[k], -1).cpu().numpy())
@@ -258,7 +259,7 @@ def evaluate(model: MoCoGAN, judge, test_shards, static_labels: list[str], dynam
 
 
 def main(argv: list[str] | None = None) -> None:
-    train_main("s3vae.mocogan", __doc__, train, MoCoGANConfig, MoCoGANTrainConfig, argv)
+    train_main("s3vae.comparisons.mocogan", __doc__, train, MoCoGANConfig, MoCoGANTrainConfig, argv)
 
 
 if __name__ == "__main__":

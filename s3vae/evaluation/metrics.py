@@ -1,4 +1,4 @@
-"""Evaluation: judge classifiers and the metrics of Appendix C (Acc, IS, H(y|x), H(y)).
+"""The metrics of Appendix C (Acc, IS, H(y|x), H(y)) on generated clips, read by a judge (``judge.py``).
 
 Protocol (paper §5.1.3, as made precise by the later literature, e.g. C-DSVAE, Bai et al. 2021):
 
@@ -25,170 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from s3vae.data import ClipDataset, batch_of
+from s3vae.data import ClipDataset, batch_of, index_batches
+from s3vae.evaluation.judge import Judge, load_judge
 from s3vae.model import S3VAE
-from s3vae.utils import atomic_torch_save, pick_device, seed_everything
-
-# --- judge ------------------------------------------------------------------------------------
-FRAME_NETS = ("strided", "vgg")
-
-
-@dataclass
-class JudgeConfig:
-    channels: int = 3
-    image_size: int = 64
-    frames: int = 8
-    heads: dict = field(default_factory=lambda: {"action": 9})  # label name -> number of classes
-    dynamic: list = field(default_factory=lambda: ["action"])   # heads read the whole sequence
-    width: int = 32
-    feat_dim: int = 128
-    spatial_pool: str = "flatten"   # frame features from the flattened 4x4 map, or its "max" (moving objects)
-    frame_net: str = "strided"      # "strided": 4x4 stride-2 convs; "vgg": two 3x3 convs + 2x2 max-pool a level
-
-
-class Judge(nn.Module):
-    """A per-frame CNN; dynamic heads read the concatenated frame features (order matters),
-    static heads the time-averaged features."""
-
-    def __init__(self, cfg: JudgeConfig):
-        super().__init__()
-        self.cfg = cfg
-        if cfg.frame_net not in FRAME_NETS:
-            raise ValueError(f"judge frame_net must be one of {FRAME_NETS}, got {cfg.frame_net!r}")
-
-        def conv(c_in, c_out, k, stride, pad):
-            return [nn.Conv2d(c_in, c_out, k, stride, pad), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
-
-        w, layers, c_in, size = cfg.width, [], cfg.channels, cfg.image_size
-        while size > 4:  # halve the map down to 4x4
-            if cfg.frame_net == "vgg":  # finer strokes: SMMNIST's thin, overlapping digits at 32x32
-                layers += conv(c_in, w, 3, 1, 1) + conv(w, w, 3, 1, 1) + [nn.MaxPool2d(2)]
-            else:
-                layers += conv(c_in, w, 4, 2, 1)
-            c_in, size, w = w, size // 2, min(2 * w, 256)
-        if cfg.spatial_pool == "max":  # translation invariant: SMMNIST's digits can be anywhere
-            layers += conv(c_in, c_in, 3, 1, 1) + [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c_in, cfg.feat_dim)]
-        else:
-            layers += [nn.Flatten(), nn.Linear(c_in * 16, cfg.feat_dim)]
-        layers += [nn.LeakyReLU(0.2, inplace=True)]
-        self.frame_net = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict()
-        for name, k in cfg.heads.items():
-            d_in = cfg.feat_dim * (cfg.frames if name in cfg.dynamic else 1)
-            self.heads[name] = nn.Sequential(nn.Dropout(0.2), nn.Linear(d_in, 256), nn.ReLU(inplace=True),
-                                             nn.Linear(256, k))
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        B, T = x.shape[:2]
-        h = self.frame_net(x.flatten(0, 1)).view(B, T, -1)  # (B*T, C, H, W) -> (B, T, F)
-        return {name: head(h.flatten(1) if name in self.cfg.dynamic else h.mean(1))
-                for name, head in self.heads.items()}
-
-
-def _batches(n: int, bs: int, shuffle: bool, g: torch.Generator | None = None):
-    idx = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
-    return [idx[i:i + bs] for i in range(0, n, bs)]
-
-
-@torch.no_grad()
-def judge_accuracy(judge: Judge, data: ClipDataset, device, batch_size: int = 256,
-                   blur: float = 0.0) -> dict[str, float]:
-    """Accuracy per head on real clips (``blur`` > 0: each blurred by a Gaussian of sigma ``blur``)."""
-    judge.eval()
-    correct = {k: 0 for k in judge.cfg.heads}
-    for idx in _batches(len(data), batch_size, False):
-        b = batch_of(data, idx)
-        x = b["frames"]
-        if blur > 0:
-            x = gaussian_blur(x, torch.full((len(x),), blur))
-        out = judge(x.to(device))
-        for k in correct:
-            correct[k] += int((out[k].argmax(-1).cpu() == b[k]).sum())
-    return {k: v / len(data) for k, v in correct.items()}
-
-
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Each clip of x (B, T, C, H, W) blurred by a 3x3 Gaussian of its own ``sigma`` (B,) in pixels."""
-    B, T, C, H, W = x.shape
-    sigma = sigma.clamp_min(1e-6)
-    w = torch.exp(-torch.tensor([1.0, 0.0, 1.0])[None] / (2 * sigma[:, None] ** 2))   # (B, 3)
-    w = w / w.sum(1, keepdim=True)
-    k = (w[:, :, None] * w[:, None, :]).to(x)                                           # (B, 3, 3)
-    k = k[:, None, None].expand(B, T * C, 1, 3, 3).reshape(B * T * C, 1, 3, 3)
-    y = F.conv2d(F.pad(x.reshape(1, B * T * C, H, W), (1, 1, 1, 1), mode="replicate"), k, groups=B * T * C)
-    return y.view(B, T, C, H, W)
-
-
-def random_blur(x: torch.Tensor, max_sigma: float, g: torch.Generator) -> torch.Tensor:
-    """``gaussian_blur`` with each clip's sigma ~ U(0, max_sigma)."""
-    return gaussian_blur(x, torch.rand(x.shape[0], generator=g) * max_sigma)
-
-
-def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, epochs: int = 3,
-                batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: str = "auto",
-                threads: int = 0, blur: float = 0.0, train_frames: int = 0, log=print) -> dict:
-    """Train the judge on real training clips; report its accuracy on the real test clips.
-
-    ``blur`` > 0: every training clip is blurred by a random Gaussian (sigma up to ``blur`` pixels), so
-    that the judge reads colours and shapes rather than the sharpness of a few pixels (at 32x32, a 3x3
-    blur of real clips otherwise flips the skin colour it reads: docs/implementation.md). Its accuracy
-    on sharp and on blurred real test clips is reported. ``train_frames`` > 0 (judges with static heads
-    only): each training clip contributes that many random frames (the heads average over frames, so
-    this trains as many clips for a fraction of the cost); testing reads every frame."""
-    if train_frames and cfg.dynamic:
-        raise ValueError("train_frames needs a judge without dynamic heads (they read the whole clip)")
-    if threads:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
-    seed_everything(seed)
-    train_data = ClipDataset(train_shards, preload=True)
-    test_data = ClipDataset(test_shards, preload=True)
-    judge = Judge(cfg).to(dev)
-    opt = torch.optim.Adam(judge.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        judge.train()
-        total = 0.0
-        batches = _batches(len(train_data), batch_size, True, g)
-        for idx in tqdm(batches, desc=f"judge epoch {epoch + 1}/{epochs}", file=sys.stderr, mininterval=30):
-            b = batch_of(train_data, idx)
-            x = b["frames"]
-            if train_frames:
-                keep = torch.rand(x.shape[:2], generator=g).argsort(1)[:, :train_frames]      # (B, k)
-                x = x[torch.arange(len(x))[:, None], keep]                                # (B, k, C, H, W)
-            x = random_blur(x, blur, g) if blur > 0 else x
-            logits = judge(x.to(dev))
-            loss = sum(F.cross_entropy(logits[k], b[k].to(dev)) for k in cfg.heads)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        log(f"judge epoch {epoch + 1}: mean loss {total / len(batches):.4f}")
-    metrics = {"test_accuracy": judge_accuracy(judge, test_data, dev),
-               "test_accuracy_blurred": judge_accuracy(judge, test_data, dev, blur=1.0),
-               "train_accuracy": judge_accuracy(judge, train_data, dev),
-               "n_train": len(train_data), "n_test": len(test_data), "epochs": epochs}
-    log(f"judge held-out accuracy: {metrics['test_accuracy']}")
-    atomic_torch_save({"model": judge.state_dict(), "config": asdict(cfg), "metrics": metrics}, out)
-    Path(metrics_out).write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
-def load_judge(path, device="cpu") -> Judge:
-    ck = torch.load(path, map_location=device, weights_only=True)
-    judge = Judge(JudgeConfig(**ck["config"])).to(device)
-    judge.load_state_dict(ck["model"])
-    return judge.eval()
+from s3vae.utils import seed_everything
 
 
 # --- Appendix C metrics -----------------------------------------------------------------------
@@ -269,7 +115,7 @@ def evaluate_model(model: S3VAE, judge: Judge, test_shards, static_labels: list[
     data = ClipDataset(test_shards, preload=True)
     probs = {k: [] for k in static_labels + dynamic_labels}
     labels = {k: [] for k in probs}
-    for idx in _batches(len(data), batch_size, False):
+    for idx in index_batches(len(data), batch_size, False):
         b = batch_of(data, idx)
         x = b["frames"].to(device)
         for keep, names in (("dynamic", dynamic_labels), ("static", static_labels)):
@@ -319,7 +165,7 @@ def swap_scores(swap, reconstruct, judge: Judge, data: ClipDataset, static_label
     ``swap``: every test clip A is generated by ``swap(A, B)`` with a partner B that has another dynamic
     label and other static labels (``swap_test_partners``); the judge must find A's static and B's dynamic
     labels. An S3VAE decodes z_f of A with z_1:T of B (``latent_swap``); MonkeyNet animates A's first
-    frame by B's keypoint motion (``s3vae.monkeynet.transfer_pair``). ``reconstruction``: the judge on
+    frame by B's keypoint motion (``s3vae.comparisons.monkeynet.transfer_pair``). ``reconstruction``: the judge on
     ``reconstruct(A)`` (an S3VAE: z_f and z_1:T of the same clip), the ceiling that blur leaves for every
     generated score. Accuracies per label and per group (mean over labels).
     """
@@ -327,7 +173,7 @@ def swap_scores(swap, reconstruct, judge: Judge, data: ClipDataset, static_label
     y = {k: data.arrays(f"labels/{k}") for k in names}
     partner = swap_test_partners(data, static_labels, dynamic_labels, seed)
     hits = {"swap": {k: [] for k in names}, "reconstruction": {k: [] for k in names}}
-    for idx in _batches(len(data), batch_size, False):
+    for idx in index_batches(len(data), batch_size, False):
         idx = [i for i in idx if partner[i] >= 0]
         if not idx:
             continue

@@ -16,7 +16,7 @@ diagonal variance per frame. For an unseen sequence, mu2 is inferred in closed f
 the MAP estimate sum_n E_q[z2^(n)] / (N + 1) (``infer_mu2``); the speaker embedding of Table 3 is that
 estimate (the verification code averages z2's posterior means, the same direction: cosine scoring
 ignores the scale). ``encode`` returns the S3VAE keys (``zf_mu`` = z2, ``zt_mu`` = z1 per segment) so
-that ``s3vae.verification`` scores both sides.
+that ``s3vae.evaluation.verification`` scores both sides.
 
 Choices the FHVAE paper leaves open or that differ here: one LSTM layer per network (the paper uses two,
 256 units), z1 and z2 of ``z_dim`` each (Table 3's FHVAE row is 16-d), alpha 10 (the paper's), Adam 1e-3,
@@ -175,7 +175,7 @@ def load(path, device="cpu") -> FHVAE:
 
 
 def main(argv: list[str] | None = None) -> None:
-    train_main("s3vae.fhvae", __doc__, train, FHVAEConfig, FHVAETrainConfig, argv)
+    train_main("s3vae.comparisons.fhvae", __doc__, train, FHVAEConfig, FHVAETrainConfig, argv)
 
 
 if __name__ == "__main__":

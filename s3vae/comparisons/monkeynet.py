@@ -328,7 +328,7 @@ def load(path, device="cpu") -> MonkeyNet:
 
 
 def transfer_pair(model: MonkeyNet):
-    """(swap, reconstruct) for ``s3vae.evaluate.swap_scores``: clip A's first frame animated by the partner
+    """(swap, reconstruct) for ``s3vae.evaluation.metrics.swap_scores``: clip A's first frame animated by the partner
     B's motion, and by A's own."""
     return (lambda a, b: model.animate(a[:, 0], b)), (lambda a: model.animate(a[:, 0], a))
 
@@ -336,10 +336,10 @@ def transfer_pair(model: MonkeyNet):
 @torch.no_grad()
 def evaluate(model: MonkeyNet, judge, test_shards, static_labels: list[str], dynamic_labels: list[str],
              batch_size: int = 128, seed: int = 0, device="cpu") -> dict:
-    """The swap score of ``s3vae.evaluate.swap_scores`` (Fig. 4 as a number): A's first frame animated by
+    """The swap score of ``s3vae.evaluation.metrics.swap_scores`` (Fig. 4 as a number): A's first frame animated by
     B's keypoint motion must keep A's static labels and show B's dynamic ones; ``reconstruction``: A's first
     frame animated by A. MonkeyNet has no z_f or z_1:T to sample, so there are no Table 1 metrics."""
-    from s3vae.evaluate import swap_scores
+    from s3vae.evaluation.metrics import swap_scores
 
     model.eval()
     data = ClipDataset(test_shards, preload=True)
@@ -347,7 +347,7 @@ def evaluate(model: MonkeyNet, judge, test_shards, static_labels: list[str], dyn
 
 
 def main(argv: list[str] | None = None) -> None:
-    train_main("s3vae.monkeynet", __doc__, train, MonkeyNetConfig, MonkeyNetTrainConfig, argv)
+    train_main("s3vae.comparisons.monkeynet", __doc__, train, MonkeyNetConfig, MonkeyNetTrainConfig, argv)
 
 
 if __name__ == "__main__":

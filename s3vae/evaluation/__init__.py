@@ -1,0 +1,1 @@
+"""Evaluation: judge classifiers (``judge``), Appendix C metrics (``metrics``), speaker verification (``verification``)."""

@@ -1,0 +1,1 @@
+"""Tables (CSV, Markdown beside the paper's values), figures and training curves."""
