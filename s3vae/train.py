@@ -34,7 +34,7 @@ from tqdm import tqdm
 from s3vae.data import ClipDataset, batch_of
 from s3vae.losses import LossOptions, s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, from_dict, pick_device, seed_everything
+from s3vae.utils import atomic_torch_save, from_dict, pick_device, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -67,7 +67,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
     log_every: int = 50                # steps between rows of steps.csv and TensorBoard scalars
-    amp: str = "none"                  # "bf16": autocast to bfloat16 (GPU, AMX CPUs); "none": float32
+    amp: str = "auto"                  # "bf16": bfloat16 autocast; "none": float32; "auto": bf16 where native (utils.resolve_amp)
     channels_last: bool = True         # NHWC conv layout: faster steps on CPU (oneDNN; benchmarks/README.md)
 
 
@@ -190,7 +190,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         start_step, start_sums = ck.get("step", 0), ck.get("sums")
         log(f"resumed from {last} at epoch {start_epoch}, step {start_step}")
     log(f"training on {device} with {N} clips, {sum(p.numel() for p in model.parameters())} parameters, "
-        f"torch threads {torch.get_num_threads()}")
+        f"torch threads {torch.get_num_threads()}, autocast {resolve_amp(cfg.amp, device)}")
 
     csv_path = ckpt_dir / "losses.csv"
     with open(csv_path, "w", newline="") as fh:  # rewritten from history so a resume never duplicates rows
@@ -203,7 +203,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     # the loader gets its own generator: creating its iterator must not draw from the global RNG,
     # or a run resumed mid-epoch would continue a different random stream
     loader_kw = dict(batch_size=None, num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+    amp_mode = resolve_amp(cfg.amp, device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_mode == "bf16")
     stop = _StopOnSignal()
     with stop:
         for epoch in range(start_epoch, cfg.epochs):

@@ -44,6 +44,25 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX or AVX512-BF16): bf16 autocast is faster
+    there, and slower where oneDNN must emulate it."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: trust torch's report of the vector unit
+        return torch.backends.cpu.get_cpu_capability() == "AMX"
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on a CUDA card that supports it or a CPU with native bfloat16, else ``none``."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    return "bf16" if device.type == "cpu" and native_bf16_cpu() else "none"
+
+
 def check_literals(obj) -> None:
     """Raises ValueError for a dataclass field typed ``Literal[...]`` whose value is not one of them."""
     for name, hint in typing.get_type_hints(type(obj)).items():
