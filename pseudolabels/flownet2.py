@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s3vae.utils import pick_device
+from s3vae.utils import CheckpointError as UnloadableCheckpoint
+from s3vae.utils import load_weights_only, pick_device
 
 __all__ = [
     "ARCHS", "ChannelNorm", "CheckpointError", "Correlation", "FlowNet2", "FlowNet2C", "FlowNet2CS",
@@ -540,7 +541,9 @@ def load_flownet2(path: str | os.PathLike, arch: str = "FlowNet2", device: str |
         raise WeightsNotFoundError(f"FlowNet2 checkpoint {str(path)!r} (arch {name}) does not exist. "
                                    + WEIGHTS_HELP)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_weights_only(path, "cpu")
+    except UnloadableCheckpoint as e:  # refused (pickled objects) or damaged: the message names the file
+        raise CheckpointError(str(e)) from None
     except Exception as e:  # noqa: BLE001 -- any unpickling/format error: report the file
         raise CheckpointError(f"{path}: not a readable FlowNet2 checkpoint ({type(e).__name__}: {e})") from e
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None

@@ -6,6 +6,9 @@ fields; the workflow (``workflow/rules/common.smk``) and the benchmarks call it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
+
 
 def dfp_spec(config: dict, dataset: str, variant: str) -> dict:
     """What L_DFP reads for this (dataset, variant): pseudo-labels, or ground truth for baseline-sv."""
@@ -98,7 +101,7 @@ def coerce_overrides(config: dict, overrides: dict, schema: dict) -> list[str]:
     from jsonschema.validators import validator_for
 
     def string_leaves(node, path=()):
-        if isinstance(node, dict):
+        if isinstance(node, Mapping):
             items = node.items()
         elif isinstance(node, list):
             items = enumerate(node)
@@ -127,3 +130,118 @@ def coerce_overrides(config: dict, overrides: dict, schema: dict) -> list[str]:
             parent[path[-1]] = typed
             changed.append(".".join(str(k) for k in path))
     return changed
+
+
+class ConfigError(ValueError):
+    """The merged config is unusable: the message names each key path and what is wrong with it."""
+
+
+# Rows that are not S3VAE variants but systems with rules of their own, per place a row can be named.
+TABLE_SYSTEMS = {"table1": ("mocogan",), "table2": ("mocogan",), "table3": ("fhvae",)}
+SWAP_SYSTEMS = ("monkeynet",)
+
+
+def key_path(path) -> str:
+    """``("table1", "rows", 0)`` -> ``table1.rows[0]``; the empty path is the top level."""
+    out = ""
+    for k in path:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out or "(top level)"
+
+
+def _unknown(where: str, name, what: str, valid, note: str = "") -> str:
+    valid = sorted(set(valid))
+    close = difflib.get_close_matches(str(name), valid, n=1) if isinstance(name, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: {name!r} is no {what}{hint}; valid names: {', '.join(valid) or '(none)'}{note}"
+
+
+def name_errors(config: dict) -> list[str]:
+    """Every name the config refers to that it does not define: table rows, swap.extra_rows, targets,
+    table2.datasets, not_implemented, and the dataset keys of priority, train_overrides, judge_overrides,
+    seed_overrides.
+
+    Reads only values of the expected shape (the schema reports the others)."""
+    def section(key):
+        v = config.get(key)
+        return v if isinstance(v, Mapping) else {}
+
+    def names(v):
+        return list(v) if isinstance(v, list) else []
+
+    datasets = section("datasets")
+    video = [d for d, c in datasets.items() if isinstance(c, Mapping) and c.get("modality") == "video"]
+    variants = list(section("variants"))
+    not_impl = [n for n in names(config.get("not_implemented")) if isinstance(n, str)]
+    errors = []
+    known = [*variants, *(s for v in TABLE_SYSTEMS.values() for s in v), *SWAP_SYSTEMS]
+    rows = []  # the tables' rows, for not_implemented
+    for table, systems in TABLE_SYSTEMS.items():
+        for i, row in enumerate(names(section(table).get("rows"))):
+            if row not in (*variants, *systems, *not_impl):
+                errors.append(_unknown(f"{table}.rows[{i}]", row, "variant or comparison system of this table",
+                                       (*variants, *systems), " (a row without a model: list it in "
+                                       "not_implemented too)"))
+            else:
+                rows.append(row)
+    for i, row in enumerate(names(section("swap").get("extra_rows"))):
+        if row not in SWAP_SYSTEMS:
+            errors.append(_unknown(f"swap.extra_rows[{i}]", row, "swap-only system", SWAP_SYSTEMS))
+    known += [r for r in rows if isinstance(r, str)]
+    for i, row in enumerate(names(config.get("not_implemented"))):
+        if row not in known:
+            errors.append(_unknown(f"not_implemented[{i}]", row, "model or table row", known))
+    for i, ds in enumerate(names(config.get("targets"))):
+        if ds not in datasets:
+            errors.append(_unknown(f"targets[{i}]", ds, "dataset", datasets))
+    for i, ds in enumerate(names(section("table2").get("datasets"))):
+        if ds not in video:
+            errors.append(_unknown(f"table2.datasets[{i}]", ds, "video dataset", video))
+    for key, valid, what in (("priority", datasets, "dataset"), ("train_overrides", datasets, "dataset"),
+                             ("seed_overrides", datasets, "dataset"),
+                             ("judge_overrides", video, "video dataset")):
+        for ds in section(key):
+            if ds not in valid:
+                errors.append(_unknown(f"{key}.{ds}", ds, what, valid))
+    return errors
+
+
+def seeds(config: dict, dataset: str) -> list[int]:
+    """The training seeds of a dataset's models: seed_overrides.<dataset>, else seeds."""
+    return list((config.get("seed_overrides") or {}).get(dataset) or config["seeds"])
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    """Every schema violation as one line, the key path first: ``train.epochs: '3' is not of type
+    'integer'``, with the valid keys of an object that has an unknown one, and a hint for quoted numbers."""
+    import yaml
+    from jsonschema.validators import validator_for
+
+    lines = []
+    validator = validator_for(schema)(schema)
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(k) for k in e.absolute_path]):
+        line = f"{key_path(error.absolute_path)}: {error.message}"
+        if error.validator == "additionalProperties" and isinstance(error.schema.get("properties"), Mapping):
+            line += f"; valid keys: {', '.join(sorted(error.schema['properties']))}"
+        elif error.validator == "type" and isinstance(error.instance, str):
+            try:
+                typed = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                typed = None
+            if isinstance(typed, (bool, int, float)):
+                line += (f" (a quoted value stays a string in a config file: write {error.instance} without "
+                         f"quotes)")
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def check_config(config: dict, schema: dict, cli_overrides: Mapping | None = None) -> None:
+    """Type the ``--config key=value`` strings (``coerce_overrides``; nothing from config files), then
+    check names and schema. Raises ConfigError listing every problem, each led by its key path."""
+    coerce_overrides(config, cli_overrides or {}, schema)
+    problems = name_errors(config) or schema_errors(config, schema)
+    if len(problems) == 1:
+        raise ConfigError(f"config: {problems[0]}")
+    if problems:
+        raise ConfigError(f"config: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))

@@ -17,9 +17,11 @@ Readers open files lazily (once per DataLoader worker, never in ``__init__``) wi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -45,22 +47,51 @@ def provenance() -> dict:
     return out
 
 
+PARTIAL = ".partial"
+
+
+def _no_space(e: BaseException) -> bool:
+    """Whether an error is a full disk (h5py reports HDF5's errno 28 in its message, not in ``errno``)."""
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e) or "errno = 28" in str(e)
+
+
+def disk_full_error(path: str | os.PathLike, detail: str) -> ShardError:
+    folder = Path(path).parent
+    return ShardError(f"{path}: no space left on device ({detail}); free space in {folder} (or move results/ "
+                      f"to a larger disk) and rerun: the partial file was removed")
+
+
+def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
+    """Refuse a write of about ``nbytes`` into ``path``'s folder when the disk has less free: cheaper and
+    clearer than HDF5 running out of space half-way (which can crash the process)."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    if free < nbytes:
+        final = path.with_name(path.name.removesuffix(PARTIAL))
+        raise disk_full_error(final, f"writing it needs about {nbytes / 2**20:.1f} MiB, "
+                                     f"{free / 2**20:.1f} MiB are free")
+
+
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
     """Open ``path`` for writing via a temporary file that replaces it only on success.
 
-    A failure (bad input, kill) leaves no half-written shard behind.
+    A failure (bad input, an exception, an OSError from h5py) leaves no half-written shard behind; a full
+    disk raises ShardError naming the file and the cause.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(path.name + PARTIAL)
     try:
         with h5py.File(tmp, "w") as f:
             yield f
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # h5py raises either when a write or the final flush fails
+        if _no_space(e):
+            raise disk_full_error(path, str(e).splitlines()[0] if str(e) else "ENOSPC") from e
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def write_attrs(f: h5py.File, recipe: str, params: dict) -> None:
@@ -76,12 +107,47 @@ def create_frames(f: h5py.File, frames: np.ndarray) -> None:
     if not (video or audio):
         raise ShardError(f"{f.filename}: frames must be uint8 (N,T,H,W,C) or float32 (N,T,D), "
                          f"got {frames.dtype} {frames.shape}")
+    check_free_space(f.filename, frames.nbytes)  # uncompressed: an upper bound on what lzf writes
     chunks = (1, *frames.shape[1:]) if len(frames) else None
     f.create_dataset("frames", data=frames, chunks=chunks, compression="lzf" if len(frames) else None)
 
 
+REBUILD = "rebuild it, e.g. snakemake --forcerun <the rule that wrote it> (build_<dataset>_shards)"
+FINITE_CHECK_BYTES = 32 << 20  # float frames read at open to look for NaN/inf: all of a small shard, else a sample
+
+
+def check_frames(path: str | os.PathLike, frames: h5py.Dataset) -> None:
+    """Clip frames as the models read them: video uint8 (N, T, H, W, C), audio float32 (N, T, D), and finite
+    in a sample of clips (every clip when they fit in FINITE_CHECK_BYTES)."""
+    kinds = {5: ("video frames (N, T, H, W, C)", np.uint8), 3: ("audio features (N, T, D)", np.float32)}
+    if frames.ndim not in kinds:
+        raise ShardError(f"{path}: dataset 'frames' has shape {frames.shape} (rank {frames.ndim}); expected rank 5 "
+                         f"(video frames, N x T x H x W x C) or rank 3 (audio features, N x T x D): {REBUILD}")
+    what, dtype = kinds[frames.ndim]
+    if frames.dtype != dtype:
+        raise ShardError(f"{path}: dataset 'frames' holds {frames.dtype}, but {what} must be {np.dtype(dtype)}: "
+                         f"{REBUILD}")
+    n = frames.shape[0]
+    if not n or not np.issubdtype(frames.dtype, np.floating):
+        return
+    k = min(n, max(2, FINITE_CHECK_BYTES // max(frames.nbytes // n, 1)))
+    rows = np.unique(np.linspace(0, n - 1, k).round().astype(int))
+    for start in range(0, len(rows), 256):
+        block = rows[start:start + 256]
+        contiguous = block[-1] - block[0] == len(block) - 1  # a slice reads faster than a list of rows
+        try:
+            data = frames[block[0]:block[-1] + 1] if contiguous else frames[block.tolist()]
+        except OSError as e:
+            raise ShardError(f"{path}: dataset 'frames' cannot be read ({e}); the file is damaged: {REBUILD}") from e
+        bad = ~np.isfinite(data.reshape(len(block), -1)).all(axis=1)
+        if bad.any():
+            raise ShardError(f"{path}: dataset 'frames', clip {int(block[bad.argmax()])} holds non-finite values "
+                             f"(NaN or inf): {REBUILD}")
+
+
 def open_shard(path: str | os.PathLike, required: Sequence[str] = ()) -> h5py.File:
-    """Open a shard read-only, with a clear error naming the file when it is missing or broken."""
+    """Open a shard read-only, with a clear error naming the file when it is missing or broken; when
+    ``frames`` is required, its dtype, rank and finiteness are checked (``check_frames``)."""
     path = Path(path)
     if not path.exists():
         raise ShardError(f"{path}: shard does not exist")
@@ -89,10 +155,15 @@ def open_shard(path: str | os.PathLike, required: Sequence[str] = ()) -> h5py.Fi
         f = h5py.File(path, "r", locking=False)
     except OSError as e:
         raise ShardError(f"{path}: not a readable HDF5 file ({e})") from e
-    for key in required:
-        if key not in f:
-            f.close()
-            raise ShardError(f"{path}: missing dataset '{key}'")
+    try:
+        for key in required:
+            if key not in f:
+                raise ShardError(f"{path}: missing dataset '{key}'")
+        if "frames" in required:
+            check_frames(path, f["frames"])
+    except BaseException:
+        f.close()
+        raise
     return f
 
 

@@ -9,13 +9,13 @@ Inference model (eq. 3-4):
     q(z_t | x_<=t):  LSTM_t(256) over LSTM_f's outputs (both unidirectional, so causal in t)
   ``static_lstm="bidirectional"`` (App. D only says "an LSTM"; C-DSVAE and DSVAE read z_f from a
   BiLSTM): LSTM_f runs both ways, z_f reads [forward last, backward first], and LSTM_t reads only the
-  forward half, so q(z_t | x_<=t) stays causal. The configs use it (docs/implementation.md has what it
+  forward half, so q(z_t | x_<=t) stays causal. The configs use it (docs/departures.md has what it
   changed on FSDD).
   ``zt_input="lstm_f+frames"``: LSTM_t also reads each frame's features (a skip past LSTM_f; still
   causal), so that per-frame detail reaches z_t through one LSTM instead of two.
   ``zt_input="head+frames"``: q(z_t)'s Gaussian head reads [LSTM_t's output, the frame's features] (a
   skip past both LSTMs; still causal), so that per-frame detail reaches z_t without passing through an
-  LSTM (docs/implementation.md has what it changed on SMMNIST).
+  LSTM (docs/departures.md has what it changed on SMMNIST).
 Dynamic factor prediction head phi_a (§4.2): two FC layers on z_t.
 
 Audio (§5.2): the same model with an MLP frame encoder/decoder for D-dimensional feature frames
@@ -32,6 +32,7 @@ Shapes: B batch, T frames, C/H/W image (D audio features), F frame-feature size,
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -81,16 +82,24 @@ class S3VAEConfig:
             return
         if self.modality != "video":
             raise ValueError(f"modality must be 'video' or 'audio', got {self.modality!r}")
-        if self.image_size != 4 * 2 ** len(self.enc_widths):
-            raise ValueError(f"image_size {self.image_size} needs {len(self.enc_widths)} stride-2 encoder layers "
-                             f"to reach 4x4; got enc_widths={self.enc_widths}")
+        n = math.log2(self.image_size / 4) if self.image_size >= 4 else -1.0
+        if n < 1 or n != int(n):
+            raise ValueError(f"image_size must be 4 * 2^k (8, 16, 32, 64, 128, ...): the encoder halves it to 4x4 "
+                             f"and the decoder doubles it back; got {self.image_size}")
+        n = int(n)
+        if len(self.enc_widths) != n:
+            raise ValueError(f"image_size {self.image_size} needs log2({self.image_size}/4) = {n} stride-2 encoder "
+                             f"layers to reach 4x4, so {n} enc_widths; got {len(self.enc_widths)} "
+                             f"(enc_widths={self.enc_widths})")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         # upsample: every width after the first doubles the size; transposed: the output layer does too
-        ups = len(self.dec_widths) - (1 if self.decoder == "upsample" else 0)
-        if self.image_size != 4 * 2 ** ups:
-            raise ValueError(f"image_size {self.image_size} needs {ups} upsamplings from 4x4 with the "
-                             f"{self.decoder!r} decoder; got dec_widths={self.dec_widths}")
+        need = n + (1 if self.decoder == "upsample" else 0)
+        if len(self.dec_widths) != need:
+            after = " after the first" if self.decoder == "upsample" else ""
+            raise ValueError(f"image_size {self.image_size} needs {n} upsampling layers from 4x4; the "
+                             f"{self.decoder!r} decoder has one per width{after}, so {need} dec_widths; got "
+                             f"{len(self.dec_widths)} (dec_widths={self.dec_widths})")
 
 
 class FrameEncoder(nn.Module):
@@ -166,7 +175,7 @@ class FrameDecoder(nn.Module):
 
     ``decoder="transposed"`` (DCGAN, as DSVAE's code): [4x4 convT stride 2, BN, ReLU] x n, then a 4x4 convT
     stride 2 to the image: the same resolution path, faster on CPU (no 3x3 conv at full resolution;
-    docs/implementation.md)."""
+    docs/departures.md)."""
 
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()

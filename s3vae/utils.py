@@ -35,6 +35,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded (message names the file and why)."""
+
+
+def load_weights_only(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` with errors that name the file: a file holding Python objects
+    other than tensors and plain data (which unpickling could run as code) is refused, never loaded."""
+    import pickle
+    import re
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Unsupported operand" in text or "invalid load key" in text:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a damaged one; rebuild it (delete it "
+                                  f"and rerun the rule that writes it)") from None
+        found = re.search(r"GLOBAL ([\w.<>]+)|(?:class|function) ([\w.<>]+)", text)
+        what = f" ({next(g for g in found.groups() if g)})" if found else ""
+        raise CheckpointError(
+            f"{path}: refused for safety: it holds Python objects other than tensors and plain data{what}, and "
+            f"loading those could run code. The pipeline writes only tensors, numbers, strings, lists and dicts; "
+            f"this file comes from other code or was altered. Rebuild it (delete it and rerun the rule that "
+            f"writes it)") from None
+    except (RuntimeError, EOFError) as e:
+        if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
+            raise  # not the file's fault (e.g. a CUDA map_location on a machine without CUDA)
+        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'empty file'}); rebuild it (delete it and "
+                              f"rerun the rule that writes it)") from e
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """Save via a temporary file and rename, so a kill never leaves a truncated checkpoint."""
     path = Path(path)
@@ -128,7 +161,7 @@ class EpochCheckpoints:
         """(first epoch to train, history so far), after loading a matching checkpoint if there is one."""
         if not self.last.exists():
             return 0, []
-        ck = torch.load(self.last, map_location=device, weights_only=True)
+        ck = load_weights_only(self.last, device)
         if ck["key"] != self.key:
             self.log(f"{self.last}: written with another configuration; starting over")
             return 0, []
@@ -158,7 +191,7 @@ def save_trained(out: str | os.PathLike, model, cfg, train_cfg, history: list) -
 def load_trained(path: str | os.PathLike, model_cls, config_cls, device="cpu"):
     """A comparison system's final file (``{"model": state dict, "config": dict, ...}``) as a model in eval
     mode; ``weights_only`` loading."""
-    ck = torch.load(path, map_location=device, weights_only=True)
+    ck = load_weights_only(path, device)
     model = model_cls(config_cls(**ck["config"])).to(device)
     model.load_state_dict(ck["model"])
     return model.eval()

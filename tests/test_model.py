@@ -101,11 +101,23 @@ def test_bidirectional_static_lstm_reads_the_future_for_z_f_only():
         tiny_cfg(static_lstm="backward")
 
 
-def test_bad_widths_rejected():
-    with pytest.raises(ValueError, match="stride-2"):
-        tiny_cfg(enc_widths=[8, 8, 8])
-    with pytest.raises(ValueError, match="upsamplings"):
-        tiny_cfg(dec_widths=[8, 8])
+@pytest.mark.parametrize("size,n", [(8, 1), (16, 2), (64, 4), (128, 5)])
+def test_bad_widths_state_the_needed_layer_counts(size, n):
+    """The message gives the number of widths this size needs, not the number given."""
+    with pytest.raises(ValueError, match=rf"image_size {size} needs log2\({size}/4\) = {n} stride-2 encoder "
+                                         rf"layers to reach 4x4, so {n} enc_widths; got {n + 1}"):
+        tiny_cfg(image_size=size, enc_widths=[8] * (n + 1), dec_widths=[8] * (n + 1))
+    with pytest.raises(ValueError, match=rf"needs {n} upsampling layers.*'upsample' decoder.*so {n + 1} dec_widths; "
+                                         rf"got {n + 3}"):
+        tiny_cfg(image_size=size, enc_widths=[8] * n, dec_widths=[8] * (n + 3))
+    with pytest.raises(ValueError, match=rf"'transposed' decoder has one per width, so {n} dec_widths"):
+        tiny_cfg(image_size=size, enc_widths=[8] * n, decoder="transposed", dec_widths=[8] * (n + 2))
+
+
+@pytest.mark.parametrize("size", [0, 4, 12, 48, 100])
+def test_image_size_not_a_power_of_two_times_four(size):
+    with pytest.raises(ValueError, match=rf"image_size must be 4 \* 2\^k .*got {size}"):
+        tiny_cfg(image_size=size)
 
 
 def test_fused_upsample_conv_equals_upsample_then_conv():
@@ -169,7 +181,8 @@ def test_every_posterior_and_modality_trains_with_all_losses(posterior, static_l
     assert out["x_hat"].shape == x.shape
     assert out["zt_mu"].shape == (4, 5, 4) and out["zf"].shape == (4, 8)
     y = torch.randint(0, 9, (4, 4, 1)) if modality == "video" else torch.randint(0, 2, (4, 4))
-    opts = LossOptions(lambda_scc=1.0, lambda_dfp=1.0, lambda_mi=1.0, dfp_kind="topk" if modality == "video" else "binary")
+    opts = LossOptions(lambda_scc=1.0, lambda_dfp=1.0, lambda_mi=1.0,
+                       dfp_kind="topk" if modality == "video" else "binary")
     loss, parts = s3vae_loss(model, x, y, opts, dataset_size=100)
     loss.backward()
     assert torch.isfinite(loss) and {"scc", "dfp", "mi"} <= parts.keys()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of, index_batches
-from s3vae.utils import atomic_torch_save, pick_device, seed_everything
+from s3vae.utils import atomic_torch_save, load_weights_only, pick_device, seed_everything
 
 # --- judge ------------------------------------------------------------------------------------
 FRAME_NETS = ("strided", "vgg")
@@ -118,7 +118,7 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
 
     ``blur`` > 0: every training clip is blurred by a random Gaussian (sigma up to ``blur`` pixels), so
     that the judge reads colours and shapes rather than the sharpness of a few pixels (at 32x32, a 3x3
-    blur of real clips otherwise flips the skin colour it reads: docs/implementation.md). Its accuracy
+    blur of real clips otherwise flips the skin colour it reads: docs/departures.md). Its accuracy
     on sharp and on blurred real test clips is reported. ``train_frames`` > 0 (judges with static heads
     only): each training clip contributes that many random frames (the heads average over frames, so
     this trains as many clips for a fraction of the cost); testing reads every frame."""
@@ -162,7 +162,7 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
 
 
 def load_judge(path, device="cpu") -> Judge:
-    ck = torch.load(path, map_location=device, weights_only=True)
+    ck = load_weights_only(path, device)
     judge = Judge(JudgeConfig(**ck["config"])).to(device)
     judge.load_state_dict(ck["model"])
     return judge.eval()

@@ -4,17 +4,19 @@ import os
 import torch
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from s3vae import configs
 from s3vae.model import S3VAEConfig
 from s3vae.utils import from_dict
 
-# A nested --config value arrives with every scalar a string ("true", "4"): type them as a config file
-# would, where the schema wants another type (s3vae.configs.coerce_overrides), then validate.
+# A nested --config value arrives with every scalar a string ("true", "4"): only those are typed as a config
+# file would type them (config_settings.config holds --config alone, not the --configfile contents); then
+# names and schema are checked, each problem on one line led by its key path (s3vae.configs.check_config).
 with open(os.path.join(workflow.current_basedir, "../schemas/config.schema.yaml")) as _fh:
-    configs.coerce_overrides(config, workflow.config_settings.overwrite_config, yaml.safe_load(_fh))
-validate(config, schema="../schemas/config.schema.yaml")
+    try:
+        configs.check_config(config, yaml.safe_load(_fh), workflow.config_settings.config)
+    except configs.ConfigError as e:
+        raise WorkflowError(str(e)) from None
 
 VIDEO = [ds for ds, c in config["datasets"].items() if c["modality"] == "video"]
 AUDIO = [ds for ds, c in config["datasets"].items() if c["modality"] == "audio"]
@@ -51,12 +53,17 @@ def one_of(names):
 
 # Job order on a few cores (Snakemake runs the ready job of highest priority first): the data stages first
 # (short, and every later job waits for them), then judges and trainings by config `priority`, so that the
-# longest trainings start early and the run does not end with one of them running alone.
+# longest trainings start early and the run does not end with one of them running alone. A dataset's judge
+# goes before its trainings: every evaluation of the dataset waits for it.
 PREP_PRIORITY = 100
 
 
 def job_priority(wildcards):
     return config.get("priority", {}).get(wildcards.dataset, 0)
+
+
+def judge_priority(wildcards):
+    return job_priority(wildcards) + 1
 
 
 def dataset_cfg(dataset):
@@ -152,7 +159,7 @@ def dataset_targets(dataset):
     """Everything `all` builds for one dataset: its tables and one set of figures per S3VAE model (and
     Fig. 5, the full model beside MoCoGAN, when MoCoGAN is a row; Fig. 4's motion-transfer panel of
     full, DSVAE and MonkeyNet when MonkeyNet is in swap.csv)."""
-    seed = config["seeds"][0]
+    seed = configs.seeds(config, dataset)[0]
     if dataset in AUDIO:
         rows = implemented(config["table3"]["rows"])
         return [f"results/{dataset}/table3.csv"] + [
@@ -204,7 +211,7 @@ def eval_files(dataset, rows):
         "results/{dataset}/eval/{variant}/seed{seed}.json",
         dataset=dataset,
         variant=implemented(rows),
-        seed=config["seeds"],
+        seed=configs.seeds(config, dataset),
     )
 
 

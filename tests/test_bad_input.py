@@ -1,0 +1,234 @@
+"""Bad input and faults, one class per section: where each enters (config load, shard write and open,
+checkpoint load), the error names the place and what is wrong, and nothing half-written stays behind."""
+
+import copy
+import errno
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from s3vae import configs
+from s3vae.data import ShardError, atomic_h5, create_frames, open_shard
+from s3vae.utils import CheckpointError, load_weights_only
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+@pytest.fixture()
+def config():
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def merged(config, extra):
+    """``extra`` merged over ``config`` as Snakemake merges an extra --configfile (nested dicts update)."""
+    out = copy.deepcopy(config)
+
+    def update(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                update(a[k], v)
+            else:
+                a[k] = v
+
+    update(out, extra)
+    return out
+
+
+# 1. A value's type does not depend on where it is written: only --config strings are typed.
+
+@pytest.mark.parametrize("extra,path", [
+    ({"train": {"epochs": "3"}}, "train.epochs"),
+    ({"train": {"lr": "0.001"}}, "train.lr"),
+    ({"train": {"preload": "true"}}, "train.preload"),
+    ({"datasets": {"sprites": {"n_shards": "2"}}}, "datasets.sprites.n_shards"),
+])
+def test_quoted_numbers_in_a_config_file_are_rejected(config, schema, extra, path):
+    with pytest.raises(configs.ConfigError) as e:
+        configs.check_config(merged(config, extra), schema)
+    text = str(e.value)
+    assert text.startswith(f"config: {path}: ") and "without quotes" in text, text
+    assert len(text.splitlines()) == 1  # the key path and reason, not the schema
+
+
+@pytest.mark.parametrize("override,path,value", [
+    ({"train": {"epochs": "3"}}, ("train", "epochs"), 3),
+    ({"train": {"lr": "0.001"}}, ("train", "lr"), 0.001),
+    ({"train": {"preload": "false"}}, ("train", "preload"), False),
+])
+def test_the_same_values_from_the_command_line_are_typed(config, schema, override, path, value):
+    cfg = merged(config, override)
+    configs.check_config(cfg, schema, cli_overrides=override)
+    assert cfg[path[0]][path[1]] == value and type(cfg[path[0]][path[1]]) is type(value)
+
+
+# 2. Every name a config refers to is checked when the DAG is built, with the valid names.
+
+@pytest.mark.parametrize("extra,start,valid", [
+    ({"table1": {"rows": ["baseline", "fulll"]}}, "table1.rows[1]: 'fulll' is no variant", "(did you mean 'full'?)"),
+    ({"table3": {"rows": ["mocogan"]}}, "table3.rows[0]: 'mocogan' is no variant", "fhvae"),
+    ({"targets": ["sprits"]}, "targets[0]: 'sprits' is no dataset", "(did you mean 'sprites'?)"),
+    ({"table2": {"datasets": ["fsdd"]}}, "table2.datasets[0]: 'fsdd' is no video dataset", "sprites"),
+    ({"swap": {"extra_rows": ["monkeynett"]}}, "swap.extra_rows[0]: 'monkeynett' is no swap-only system",
+     "monkeynet"),
+    ({"train_overrides": {"spirtes": {"epochs": 1}}}, "train_overrides.spirtes: 'spirtes' is no dataset", "sprites"),
+    ({"seed_overrides": {"fsd": [1, 2]}}, "seed_overrides.fsd: 'fsd' is no dataset", "fsdd"),
+    ({"not_implemented": ["dsvea"]}, "not_implemented[0]: 'dsvea' is no model or table row", "dsvae"),
+])
+def test_unknown_names_are_rejected_with_the_valid_ones(config, schema, extra, start, valid):
+    with pytest.raises(configs.ConfigError) as e:
+        configs.check_config(merged(config, extra), schema)
+    assert str(e.value).startswith(f"config: {start}") and valid in str(e.value), str(e.value)
+
+
+def test_every_problem_is_listed_once(config, schema):
+    cfg = merged(config, {"table1": {"rows": ["fulll"]}, "targets": ["sprits", "fsdd"]})
+    with pytest.raises(configs.ConfigError) as e:
+        configs.check_config(cfg, schema)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "config: 2 problems:" and len(lines) == 3
+
+
+def test_the_workflow_reports_a_bad_name_and_a_quoted_number_before_anything_runs(tmp_path):
+    from test_workflow import copy_workflow, snakemake
+
+    wd = copy_workflow(tmp_path)
+    (wd / "bad.yaml").write_text("table1: {rows: [fulll]}\n")
+    proc = snakemake(wd, "-n", check=False, configfiles=("tiny.yaml", "bad.yaml"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "table1.rows[0]: 'fulll' is no variant" in out, out[-2000:]
+    (wd / "bad.yaml").write_text("train: {epochs: \"3\"}\n")
+    proc = snakemake(wd, "-n", check=False, configfiles=("tiny.yaml", "bad.yaml"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "train.epochs: '3' is not of type 'integer'" in out, out[-2000:]
+    proc = snakemake(wd, "-n", "--config", "train={\"epochs\": \"3\"}", check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+
+
+# 3. Layer counts: tests/test_model.py (test_bad_widths_state_the_needed_layer_counts).
+
+# 4. A full disk while a shard is written: a clear error, no partial file, a rerun equal to a clean run.
+
+def frames(n=6):
+    return np.random.default_rng(0).integers(0, 255, (n, 4, 8, 8, 3), dtype=np.uint8)
+
+
+def test_too_little_free_space_is_refused_before_the_write(tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "train_0.h5"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(ShardError, match=rf"{out}: no space left on device \(writing it needs about .* MiB, "
+                                         r"0\.0 MiB are free\); free space in"):
+        with atomic_h5(out) as f:
+            create_frames(f, frames())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    OSError("Can't write data (file write failed: time = Fri Dec  4, filename = 'x', errno = 28, "
+            "error message = 'No space left on device')"),
+    RuntimeError("Can't decrement id ref count (file write failed: errno = 28)"),
+])
+def test_a_write_that_runs_out_of_space_names_the_file_and_leaves_nothing(tmp_path, failure):
+    out = tmp_path / "test_1.h5"
+    with pytest.raises(ShardError, match=rf"{out}: no space left on device .*the partial file was removed"):
+        with atomic_h5(out) as f:
+            create_frames(f, frames())
+            raise failure
+    assert list(tmp_path.iterdir()) == []
+    with atomic_h5(out) as f:  # after space is freed, the rerun writes the shard a clean run writes
+        create_frames(f, frames())
+    with open_shard(out, ["frames"]) as f:
+        np.testing.assert_array_equal(f["frames"][:], frames())
+
+
+def test_other_write_errors_are_not_called_a_full_disk(tmp_path):
+    with pytest.raises(OSError, match="permission") as e:
+        with atomic_h5(tmp_path / "a.h5") as f:
+            create_frames(f, frames())
+            raise OSError(errno.EACCES, "permission denied")
+    assert not isinstance(e.value, ShardError)
+    assert list(tmp_path.iterdir()) == []
+
+
+# 5. Frames that are non-finite or of the wrong type are caught when a shard is opened.
+
+def raw_shard(path, data):
+    with h5py.File(path, "w") as f:  # as a foreign or damaged writer would, past create_frames' checks
+        f.create_dataset("frames", data=data)
+    return path
+
+
+@pytest.mark.parametrize("data,message", [
+    (np.zeros((4, 3, 8, 8, 3), np.float32), "holds float32, but video frames .* must be uint8"),
+    (np.zeros((4, 3, 10), np.float64), "holds float64, but audio features .* must be float32"),
+    (np.zeros((4, 3, 10), np.uint8), "holds uint8, but audio features .* must be float32"),
+    (np.zeros((4, 8, 8, 3), np.uint8), r"has shape \(4, 8, 8, 3\) \(rank 4\); expected rank 5"),
+])
+def test_frames_of_the_wrong_type_or_rank_are_refused_at_open(tmp_path, data, message):
+    path = raw_shard(tmp_path / "train_0.h5", data)
+    with pytest.raises(ShardError, match=rf"{path}: dataset 'frames' {message}.*snakemake --forcerun"):
+        open_shard(path, ["frames"])
+
+
+@pytest.mark.parametrize("clip,value", [(0, np.nan), (2, np.inf), (5, -np.inf)])
+def test_non_finite_audio_frames_name_the_clip(tmp_path, clip, value):
+    data = np.zeros((6, 5, 10), np.float32)
+    data[clip, 3, 7] = value
+    path = raw_shard(tmp_path / "train_1.h5", data)
+    with pytest.raises(ShardError, match=rf"{path}: dataset 'frames', clip {clip} holds non-finite values"):
+        open_shard(path, ["frames"])
+
+
+def test_training_data_goes_through_the_check(tmp_path):
+    from s3vae.data import ClipDataset
+
+    data = np.zeros((6, 5, 10), np.float32)
+    data[4, 0, 0] = np.nan
+    path = raw_shard(tmp_path / "train_0.h5", data)
+    with pytest.raises(ShardError, match="clip 4 holds non-finite"):
+        ClipDataset([str(path)], preload=True)
+
+
+# Checkpoints: a pickle payload is refused, naming the file and why, and never suggests turning it off.
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+@pytest.mark.parametrize("obj", [Payload(), {"model": {}, "config": Payload()}, {"opt": np.float64(1.0)}])
+def test_a_checkpoint_with_python_objects_is_refused(tmp_path, obj):
+    path = tmp_path / "model.pt"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError) as e:
+        load_weights_only(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: refused for safety") and "weights_only" not in text
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", pickle.dumps({"a": 1})[:5]])
+def test_a_damaged_checkpoint_names_the_file(tmp_path, content):
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"{path}: .*(damaged|truncated|not a PyTorch)"):
+        load_weights_only(path)
+
+
+def test_evaluation_refuses_a_pickled_model(tmp_path):
+    from s3vae.train import load_model
+
+    path = tmp_path / "model.pt"
+    torch.save({"model": {}, "model_config": Payload()}, path)
+    with pytest.raises(CheckpointError, match=rf"{path}: refused for safety"):
+        load_model(path)
