@@ -201,3 +201,85 @@ def test_recon_weight_scales_only_the_reconstruction_term():
     (loss1, p1), (loss3, p3) = out[1.0], out[3.0]
     assert p1["recon"] == p3["recon"] and p1["kl_f"] == p3["kl_f"]        # logged unweighted
     assert loss3.item() == pytest.approx(loss1.item() + 2 * p1["recon"].item(), rel=1e-5)
+
+
+# --- L_MI by CLUB ----------------------------------------------------------------------------
+def _club_model(z_f=4, z_t=3):
+    from s3vae.model import S3VAE, S3VAEConfig
+
+    return S3VAE(S3VAEConfig(modality="audio", feat_in=8, dec_widths=[8], feat_dim=8, hidden=8, z_f=z_f, z_t=z_t,
+                             dfp_out=1, mi_critic="club", critic_hidden=32))
+
+
+def _fit_critic(model, sample, pairs, steps=200):
+    """Fits q(z_t | z_f) on fresh batches from ``sample()`` (as training does), then the bound on a new one."""
+    from s3vae.losses import club_mi
+
+    opt = torch.optim.Adam(model.critic.parameters(), lr=1e-2)
+    for _ in range(steps):
+        _, fit = club_mi(model, *sample(), pairs)
+        opt.zero_grad()
+        fit.backward()
+        opt.step()
+    return club_mi(model, *sample(), pairs)[0].item()
+
+
+def _latents(M=128, T=5, dependent=False, noise=0.1):
+    zf = torch.randn(M, 4)
+    zt = zf[:, None, :3].expand(M, T, 3) + noise * torch.randn(M, T, 3) if dependent else torch.randn(M, T, 3)
+    return zf, zt   # dependent: z_t repeats part of z_f
+
+
+@pytest.mark.parametrize("pairs", ["step", "sequence"])
+def test_club_bound_is_near_zero_for_independent_latents_and_large_for_dependent(pairs):
+    torch.manual_seed(0)
+    low = _fit_critic(_club_model(), _latents, pairs)
+    high = _fit_critic(_club_model(), lambda: _latents(dependent=True), pairs)
+    assert abs(low) < 0.5 and high > 10
+
+
+def test_mws_saturates_with_sharp_posteriors_where_club_does_not():
+    """eq. 8 at batch 16 with sharp posteriors: the same estimate for dependent and independent latents."""
+    torch.manual_seed(0)
+    est = {}
+    for dependent in (False, True):
+        zf, zt = _latents(M=16, T=4, dependent=dependent, noise=0.0)
+        lv_f, lv_t = torch.full_like(zf, -8.0), torch.full_like(zt, -8.0)
+        club = _fit_critic(_club_model(), lambda: _latents(M=16, T=4, dependent=dependent), "step")
+        est[dependent] = (mi_loss(zf, zf, lv_f, zt, zt, lv_t, 9000, reduce="mean").item(), club)
+    (mws_i, club_i), (mws_d, club_d) = est[False], est[True]
+    assert mws_i == pytest.approx(mws_d, rel=0.01)          # MWS cannot tell them apart
+    assert club_d > club_i + 5                              # CLUB can
+
+
+@pytest.mark.parametrize("grad,reaches", [("zt", {"zt"}), ("zf", {"zf"}), ("both", {"zf", "zt"})])
+def test_club_bound_sends_its_gradient_only_to_the_latent_named(grad, reaches):
+    from s3vae.losses import club_mi
+
+    torch.manual_seed(0)
+    model = _club_model()
+    zf, zt = torch.randn(8, 4, requires_grad=True), torch.randn(8, 5, 3, requires_grad=True)
+    bound, fit = club_mi(model, zf, zt, "step", grad)
+    got = torch.autograd.grad(bound, [zf, zt], allow_unused=True, retain_graph=True)
+    assert {n for n, g in zip(("zf", "zt"), got) if g is not None and g.abs().sum() > 0} == reaches
+    # the bound leaves q's weights alone; the likelihood term trains q and reaches no latent
+    params = list(model.critic.parameters())
+    assert all(g is None for g in torch.autograd.grad(bound, params, allow_unused=True, retain_graph=True))
+    assert all(g is None for g in torch.autograd.grad(fit, [zf, zt], allow_unused=True, retain_graph=True))
+    assert all(g is not None for g in torch.autograd.grad(fit, params, allow_unused=True))
+
+
+def test_s3vae_loss_with_club_logs_the_estimate_its_fit_and_gradient_norm():
+    from s3vae.losses import LossOptions, s3vae_loss
+
+    torch.manual_seed(0)
+    model = _club_model()
+    x = torch.randn(4, 5, 8)
+    y = torch.randint(0, 2, (4, 5))
+    opts = LossOptions(lambda_scc=1, lambda_dfp=1, lambda_mi=10, dfp_kind="binary", dfp_offset=0, mi_estimator="club")
+    loss, parts = s3vae_loss(model, x, y, opts, dataset_size=100)
+    loss.backward()
+    assert {"mi", "mi_fit", "mi_grad"} <= parts.keys() and parts["mi_grad"] > 0
+    assert all(p.grad is not None for p in model.critic.parameters())
+    with pytest.raises(ValueError, match="mi_estimator"):
+        LossOptions(mi_estimator="infonce")

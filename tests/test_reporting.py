@@ -22,9 +22,11 @@ def test_paper_comparison_pairs_each_cell_with_the_papers(tmp_path):
     t3 = _write(tmp_path / "t3.csv", [
         {"method": "full", "eer_static": 5.0, "eer_static_std": 1.0,
          "eer_dynamic": 36.0, "eer_dynamic_std": 2.0, "note": ""}])
-    text = paper_comparison({"sprites_table1": t1, "fsdd_table3": t3}, [1, 2])
+    text = paper_comparison({"sprites_table1": t1, "fsdd_table3": t3}, {"sprites": [1], "fsdd": [1, 2, 3]})
+    assert "Seeds: [1, 2, 3]." in text
     assert "## sprites: table1" in text and "## fsdd: table3 (paper: TIMIT)" in text
     s3vae_row = next(line for line in text.splitlines() if line.startswith("| full |") and "99.500" in line)
     assert "99.500 ± 0.100 | 99.49" in s3vae_row
     assert "| mocogan | not implemented | 92.89 |" in text
-    assert "36.000 ± 2.000 | 40.12" in text  # the paper's TIMIT z_1:T EER beside ours
+    assert "36.000 ± 2.000 | 40.12" in text
+    assert "SMMNIST is not in this run" in text  # the paper's TIMIT z_1:T EER beside ours

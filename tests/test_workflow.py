@@ -188,15 +188,16 @@ def test_a_model_change_retrains_without_rebuilding_the_data(tiny_run):
 
 
 def test_lambda_scale_reweights_only_the_terms_a_variant_switches_on(tiny_run):
-    """datasets.fsdd.lambda_scale (config.yaml: scc 0.1) multiplies App. D's λ's for FSDD: the trained
-    full model records λ1 = 100 and App. D's λ2, λ3, the ELBO-only rows stay at 0; a new factor on L_SCC
+    """datasets.fsdd.lambda_scale (config.yaml) multiplies App. D's λ's for FSDD: the trained full model
+    records App. D's λ's times those factors, the ELBO-only rows stay at 0; a new factor on L_SCC
     retrains only the rows that use L_SCC, without touching the data."""
     scale = yaml.safe_load((ROOT / "config/config.yaml").read_text())["datasets"]["fsdd"]["lambda_scale"]
     got = {}
     for variant in ("full", "baseline", "dsvae"):
         ck = torch.load(tiny_run / f"results/fsdd/models/{variant}/seed1/model.pt", weights_only=True)
         got[variant] = {k: ck["train_config"][k] for k in ("lambda_scc", "lambda_dfp", "lambda_mi")}
-    assert got["full"] == {"lambda_scc": 1000 * scale["scc"], "lambda_dfp": 100, "lambda_mi": 1}
+    assert got["full"] == {"lambda_scc": 1000 * scale.get("scc", 1), "lambda_dfp": 100 * scale.get("dfp", 1),
+                           "lambda_mi": 1 * scale.get("mi", 1)}
     assert got["baseline"] == got["dsvae"] == {"lambda_scc": 0, "lambda_dfp": 0, "lambda_mi": 0}
 
     (tiny_run / "scale.yaml").write_text("datasets: {fsdd: {lambda_scale: {scc: 0.5}}}\n")

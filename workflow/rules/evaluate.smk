@@ -17,7 +17,7 @@ rule train_judge:
     threads: config["train"]["threads"]
     resources:
         gpu=GPU_JOB,
-    priority: job_priority
+    priority: judge_priority
     log:
         "results/{dataset}/logs/train_judge.log",
     benchmark:
@@ -57,6 +57,7 @@ rule evaluate_verification:
     input:
         model="results/{dataset}/models/{variant}/seed{seed}/model.pt",
         test=lambda wc: clip_shards(wc.dataset, "test"),
+        test_labels=lambda wc: pseudolabel_shards(wc.dataset, "test"),
     output:
         "results/{dataset}/eval/{variant}/seed{seed}.json",
     params:

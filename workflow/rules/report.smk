@@ -15,7 +15,7 @@ rule make_table:
         ),
     params:
         rows=lambda wc: config[f"table{wc.table}"]["rows"],
-        seeds=config["seeds"],
+        seeds=lambda wc: configs.seeds(config, wc.dataset),
         not_implemented=config["not_implemented"],
     wildcard_constraints:
         dataset=one_of(VIDEO),
@@ -67,7 +67,7 @@ rule make_table3:
         ),
     params:
         rows=config["table3"]["rows"],
-        seeds=config["seeds"],
+        seeds=lambda wc: configs.seeds(config, wc.dataset),
         not_implemented=config["not_implemented"],
     wildcard_constraints:
         dataset=one_of(AUDIO),
@@ -87,7 +87,7 @@ rule compare_with_paper:
     output:
         report("results/paper_comparison.md", caption="../report/comparison.rst", category="Tables"),
     params:
-        seeds=config["seeds"],
+        seeds={d: configs.seeds(config, d) for d in config["datasets"]},
     log:
         "results/logs/compare_with_paper.log",
     benchmark:
