@@ -26,15 +26,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.losses import LossOptions, s3vae_loss
+from s3vae.losses import DFPKind, LossOptions, MIEstimator, MIGrad, MIPairs, MIReduce, Recon, SCCOn, s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, from_dict, pick_device, resolve_amp, seed_everything
+from s3vae.utils import atomic_torch_save, check_literals, from_dict, pick_device, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -44,21 +45,21 @@ class TrainConfig:
     epochs: int = 1000                 # App. D
     batch_size: int = 16               # App. D
     lr: float = 1e-3                   # App. D, Adam(0.9, 0.999)
-    lr_schedule: str = "constant"      # App. D's constant lr, or "cosine": lr * (1 + cos(pi * s / S)) / 2 over S steps
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # App. D; cosine: lr (1 + cos(pi s / S)) / 2 at step s of S
     lambda_scc: float = 1000.0         # λ1, App. D
     lambda_dfp: float = 100.0          # λ2
     lambda_mi: float = 1.0             # λ3
-    mi_estimator: str = "mws"          # L_MI: "mws" (eq. 7-8) or "club" (losses.club_mi)
-    mi_reduce: str = "sum"             # mws: eq. 7's per-step terms "sum" (the paper) or "mean" (C-DSVAE's code)
-    mi_pairs: str = "step"             # club: "step" (z_f, z_t) pairs or "sequence" (z_f, time-mean of z_1:T)
-    mi_grad: str = "zt"                # club: the latent its gradient reaches: "zt", "zf" or "both"
+    mi_estimator: MIEstimator = "mws"  # L_MI: "mws" (eq. 7-8) or "club" (losses.club_mi)
+    mi_reduce: MIReduce = "sum"        # mws: eq. 7's per-step terms "sum" (the paper) or "mean" (C-DSVAE's code)
+    mi_pairs: MIPairs = "step"         # club: "step" (z_f, z_t) pairs or "sequence" (z_f, time-mean of z_1:T)
+    mi_grad: MIGrad = "zt"             # club: the latent its gradient reaches: "zt", "zf" or "both"
     margin: float = 1.0                # m in eq. 6
-    scc_on: str = "samples"            # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
+    scc_on: SCCOn = "samples"          # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
     lambda_adv: float = 0.0            # static adversary on the DFP labels (a departure; 0 = the paper)
-    recon: str = "mse"                 # -log p(x|z): "mse" (Gaussian) or "bce" (Bernoulli)
+    recon: Recon = "mse"               # -log p(x|z): "mse" (Gaussian) or "bce" (Bernoulli)
     recon_weight: float = 1.0          # factor on -log p(x|z) (1: the Gaussian's variance 1/2, the plain Bernoulli)
     dfp_key: str = "flow_labels"       # which pseudo-label dataset L_DFP reads
-    dfp_kind: str = "topk"             # topk (cross-entropy), binary, regression (MSE)
+    dfp_kind: DFPKind = "topk"         # topk (cross-entropy), binary, regression (MSE)
     dfp_offset: int = 1                # first frame the DFP labels cover (flow: frame 2)
     seed: int = 1
     device: str = "auto"
@@ -67,12 +68,17 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs; >0 caps steps (smoke tests)
     log_every: int = 50                # steps between rows of steps.csv and TensorBoard scalars
-    amp: str = "auto"                  # "bf16": bfloat16 autocast; "none": float32; "auto": bf16 where native (utils.resolve_amp)
+    amp: Literal["none", "bf16", "auto"] = "auto"  # bf16 autocast, float32, or bf16 where native (resolve_amp)
     channels_last: bool = True         # NHWC conv layout: faster steps on CPU (oneDNN; benchmarks/README.md)
+
+    def __post_init__(self):
+        check_literals(self)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from s3vae.utils import load_weights_only
+
+    return load_weights_only(path, "cpu")
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
@@ -373,7 +379,9 @@ class BatchDataset(torch.utils.data.Dataset):
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> S3VAE:
-    ck = torch.load(path, map_location=device, weights_only=True)
+    from s3vae.utils import load_weights_only
+
+    ck = load_weights_only(path, device)
     model = S3VAE(S3VAEConfig(**ck["model_config"])).to(device)
     model.load_state_dict(ck["model"])
     return model.eval()

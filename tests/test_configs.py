@@ -128,3 +128,38 @@ def test_every_key_of_the_schema_is_described():
                 yield from undescribed(v, path)
 
     assert list(undescribed(yaml.safe_load(open(SCHEMA)))) == []
+
+
+def test_the_schema_keys_and_enums_are_the_dataclasses_fields_and_constants():
+    """One place per fact: the schema's train and model keys are TrainConfig's and S3VAEConfig's fields
+    (less those the workflow sets: the variants' λ's, the DFP spec, the seed, phi_f's steps), and each
+    enum equals the constant or Literal type the dataclass checks it against."""
+    import dataclasses
+    import typing
+
+    from s3vae import model as model_module
+    from s3vae.losses import LossOptions
+
+    schema = yaml.safe_load(open(SCHEMA))
+    train, model = schema["properties"]["train"]["properties"], schema["$defs"]["model"]["properties"]
+    variant = schema["properties"]["variants"]["additionalProperties"]["properties"]
+    set_by_workflow = {"dfp_key", "dfp_kind", "dfp_offset", "seed"}
+    lambdas = {f"lambda_{t}" for t in ("scc", "dfp", "mi", "adv")}
+    assert set(train) | lambdas | set_by_workflow == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert lambdas <= set(variant)
+    assert set(model) | {"adv_steps"} == {f.name for f in dataclasses.fields(S3VAEConfig)}
+
+    def literals(cls):
+        return {k: set(typing.get_args(v)) for k, v in typing.get_type_hints(cls).items()
+                if typing.get_origin(v) is typing.Literal}
+
+    train_literals = literals(TrainConfig)
+    assert {k for k, v in train.items() if "enum" in v} == set(train_literals) - {"dfp_kind"}
+    for key, allowed in train_literals.items():
+        assert set(train.get(key, {"enum": allowed})["enum"]) == allowed, key
+        assert allowed == literals(LossOptions).get(key, allowed), key  # the loss checks the same values
+    constants = {"posterior": "POSTERIORS", "static_lstm": "STATIC_LSTMS", "zt_input": "ZT_INPUTS",
+                 "mi_critic": "MI_CRITICS", "decoder": "DECODERS"}
+    for key, name in constants.items():
+        assert set(model[key]["enum"]) == set(getattr(model_module, name)), key
+    assert set(variant["posterior"]["enum"]) == set(model_module.POSTERIORS)
