@@ -11,7 +11,7 @@ contrastive log-ratio upper bound of Cheng et al. (ICML 2020) with a variational
 made for *minimising* MI at small batches (``club_mi`` says why MWS is not, at batch 16).
 
 The λ's come from the config's variants (App. D's); a dataset may scale them
-(``datasets.<name>.lambda_scale``; docs/implementation.md, "λ's for audio", says why and what was measured).
+(``datasets.<name>.lambda_scale``; docs/departures.md, "λ's for audio", says why and what was measured).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def mi_loss(zf, zf_mu, zf_logvar, zt, zt_mu, zt_logvar, dataset_size: int, reduc
 
     zf* (M, Df); zt* (M, T, Dt). q(z_f, z_t | x) = q(z_f | x) q(z_t | x) (App. A), so the joint's
     pairwise log-density is the sum of the two. ``reduce="mean"``: the mean over t instead of the sum
-    (C-DSVAE's code; the quick default, docs/implementation.md).
+    (C-DSVAE's code; the quick default, docs/departures.md).
     """
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
@@ -131,7 +131,7 @@ def batch_identifiability(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tenso
 
 def static_adversary_loss(logits: torch.Tensor, logits_frozen: torch.Tensor, target: torch.Tensor,
                           kind: str = "topk") -> tuple[torch.Tensor, torch.Tensor]:
-    """Keeps the dynamic pseudo-labels out of z_f (a departure from the paper; docs/implementation.md).
+    """Keeps the dynamic pseudo-labels out of z_f (a departure from the paper; docs/departures.md).
 
     An adversary phi_f predicts the clip's per-step DFP labels from z_f alone. ``logits`` (B, T', K)
     come from z_f detached (they train phi_f: ordinary L_DFP), ``logits_frozen`` from z_f through phi_f
