@@ -42,12 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 from s3vae import configs  # noqa: E402
 from s3vae.data import ClipDataset, batch_of  # noqa: E402
-from s3vae.evaluation.judge import load_judge
+from s3vae.evaluation.judge import load_judge  # noqa: E402
 from s3vae.evaluation.metrics import generate, swap_partners  # noqa: E402
+from s3vae.evaluation.verification import dynamic_content, speaker_verification  # noqa: E402
 from s3vae.model import S3VAEConfig  # noqa: E402
 from s3vae.train import TrainConfig, train  # noqa: E402
 from s3vae.utils import from_dict  # noqa: E402
-from s3vae.evaluation.verification import dynamic_content, speaker_verification  # noqa: E402
 
 
 class Budget(Exception):

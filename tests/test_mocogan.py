@@ -4,7 +4,15 @@ import numpy as np
 import torch
 from conftest import labelled_clip_shard
 
-from s3vae.comparisons.mocogan import MoCoGAN, MoCoGANConfig, MoCoGANTrainConfig, discriminator_loss, evaluate, load, train
+from s3vae.comparisons.mocogan import (
+    MoCoGAN,
+    MoCoGANConfig,
+    MoCoGANTrainConfig,
+    discriminator_loss,
+    evaluate,
+    load,
+    train,
+)
 
 CFG = MoCoGANConfig(channels=3, image_size=16, frames=4, labels={"action": 3, "skin": 2}, d_content=6,
                     d_noise=4, d_motion=4, gen_widths=[16, 8], disc_widths=[8, 16])

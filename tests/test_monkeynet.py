@@ -6,8 +6,6 @@ import pytest
 import torch
 from conftest import labelled_clip_shard
 
-from s3vae.data import ClipDataset
-from s3vae.evaluation.metrics import swap_scores
 from s3vae.comparisons.monkeynet import (
     MonkeyNet,
     MonkeyNetConfig,
@@ -19,6 +17,8 @@ from s3vae.comparisons.monkeynet import (
     train,
     transfer_pair,
 )
+from s3vae.data import ClipDataset
+from s3vae.evaluation.metrics import swap_scores
 
 CFG = MonkeyNetConfig(channels=3, image_size=16, keypoints=3, kp_widths=[4, 8], motion_widths=[4, 8],
                       gen_widths=[4, 8])

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from s3vae.data import atomic_h5, create_frames
-from s3vae.reporting.figures_audio import pick_segments, swap_features, swap_grid, swap_grid_from_shards
 from s3vae.evaluation.verification import (
     equal_error_rate,
     speaker_verification,
     utterance_embeddings,
     verification_eer,
 )
+from s3vae.reporting.figures_audio import pick_segments, swap_features, swap_grid, swap_grid_from_shards
 
 
 class StandIn(nn.Module):

@@ -1,1 +1,2 @@
-"""Evaluation: judge classifiers (``judge``), Appendix C metrics (``metrics``), speaker verification (``verification``)."""
+"""Evaluation: judge classifiers (``judge``), Appendix C metrics (``metrics``), speaker verification
+(``verification``)."""
