@@ -20,6 +20,10 @@ def dfp_spec(config: dict, dataset: str, variant: str) -> dict:
     return ds["dfp"]
 
 
+# TrainConfig fields a variant may set over the train defaults (beside the λ's)
+VARIANT_OPTIONS = ("scc_on", "mi_estimator")
+
+
 def train_config(config: dict, dataset: str, variant: str, seed: int) -> dict:
     """TrainConfig fields: train defaults, the dataset's overrides, the variant's λ's and options, its DFP labels.
 
@@ -32,8 +36,9 @@ def train_config(config: dict, dataset: str, variant: str, seed: int) -> dict:
     for term in ("scc", "dfp", "mi", "adv"):
         lam = v.get(f"lambda_{term}", 0)
         cfg[f"lambda_{term}"] = lam * scale[term] if term in scale and lam else lam
-    if "scc_on" in v:
-        cfg["scc_on"] = v["scc_on"]
+    for option in VARIANT_OPTIONS:
+        if option in v:
+            cfg[option] = v[option]
     dfp = dfp_spec(config, dataset, variant)
     cfg.update(dfp_key=dfp["key"], dfp_kind=dfp["kind"], dfp_offset=dfp["offset"], seed=int(seed))
     return cfg
@@ -195,8 +200,8 @@ def name_errors(config: dict) -> list[str]:
         if ds not in datasets:
             errors.append(_unknown(f"targets[{i}]", ds, "dataset", datasets))
     for i, ds in enumerate(names(section("table2").get("datasets"))):
-        if ds not in video:
-            errors.append(_unknown(f"table2.datasets[{i}]", ds, "video dataset", video))
+        if ds not in datasets:
+            errors.append(_unknown(f"table2.datasets[{i}]", ds, "dataset", datasets))
     for key, valid, what in (("priority", datasets, "dataset"), ("train_overrides", datasets, "dataset"),
                              ("seed_overrides", datasets, "dataset"),
                              ("judge_overrides", video, "video dataset")):

@@ -178,6 +178,13 @@ def read_shards(paths: Sequence[str | os.PathLike], keys: Sequence[str]) -> dict
                 except OSError as e:  # a damaged chunk (e.g. lzf "filter returned failure")
                     raise ShardError(f"{p}: '{k}' cannot be read ({e}); the file is damaged: rebuild it, e.g. "
                                      f"snakemake --forcerun <the rule that wrote it> (build_<dataset>_shards)") from e
+                if k == "frames" and np.issubdtype(parts[k][-1].dtype, np.floating):
+                    # open_shard samples a large shard's clips; read in full, every clip is checked here
+                    x = parts[k][-1]
+                    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+                    if bad.any():
+                        raise ShardError(f"{p}: dataset 'frames', clip {int(bad.argmax())} holds non-finite values "
+                                         f"(NaN or inf): {REBUILD}")
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
 
 
@@ -187,10 +194,13 @@ class ClipDataset(torch.utils.data.Dataset):
     Items are dicts: ``frames`` float32 (T, C, H, W) in [0, 1] (audio: (T, D) as stored), every
     ``labels/*`` array, and, when given, the pseudo-labels. ``preload=True`` reads everything into RAM
     once (the quick CPU configuration); otherwise each worker opens the shards lazily and reads one chunk per clip.
+    Every shard's clips must have one shape (frames per clip and frame size); ``clip_shape``, where given, is
+    the stored shape of a frame the model reads ((H, W, C) for video, (D,) for audio; ``expected`` says which
+    setting asks for it): a shard of another shape is refused when opened, naming the file and both shapes.
     """
 
     def __init__(self, clip_shards: Sequence[str], label_shards: dict[str, Sequence[str]] | None = None,
-                 preload: bool = False):
+                 preload: bool = False, clip_shape: tuple | None = None, expected: str = ""):
         self.clip_shards = [str(p) for p in clip_shards]
         self.label_shards = {k: [str(p) for p in v] for k, v in (label_shards or {}).items()}
         for key, paths in self.label_shards.items():
@@ -199,9 +209,19 @@ class ClipDataset(torch.utils.data.Dataset):
         # index: (shard, row) for every clip; label names from the first shard
         self.index: list[tuple[int, int]] = []
         self.label_names: list[str] = []
+        first = None
         for s, p in enumerate(self.clip_shards):
             with open_shard(p, ["frames"]) as f:
-                n = f["frames"].shape[0]
+                n, shape = f["frames"].shape[0], tuple(f["frames"].shape[1:])
+                if clip_shape is not None and shape[1:] != tuple(clip_shape):
+                    raise ShardError(f"{p}: dataset 'frames' holds frames of shape {shape[1:]}, but the model reads "
+                                     f"{tuple(clip_shape)} ({expected or 'its config'}): the shard was built with "
+                                     f"other settings; {REBUILD}, or set the model to the shard's size")
+                if first is not None and shape != first[1]:
+                    raise ShardError(f"{p}: dataset 'frames' holds clips of shape {shape} (frames, then frame "
+                                     f"shape), but {first[0]} holds {first[1]}: the shards of one split were "
+                                     f"built with different settings; {REBUILD}")
+                first = first or (p, shape)
                 if not self.label_names and "labels" in f:
                     self.label_names = sorted(f["labels"].keys())
             for key, paths in self.label_shards.items():
@@ -220,6 +240,14 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def describe(self, indices: Sequence[int]) -> str:
+        """Where clips come from: ``path`` rows ``[...]`` per shard, for messages about a batch."""
+        rows: dict[str, list[int]] = {}
+        for i in indices:
+            s, r = self.index[int(i)]
+            rows.setdefault(self.clip_shards[s], []).append(r)
+        return "; ".join(f"{p} clips {sorted(r)}" for p, r in rows.items())
 
     def __getstate__(self):  # h5py handles cannot be pickled: each worker reopens
         state = self.__dict__.copy()

@@ -144,38 +144,47 @@ def static_adversary_loss(logits: torch.Tensor, logits_frozen: torch.Tensor, tar
     return dfp_loss(logits, target, kind), -F.log_softmax(logits_frozen, dim=-1).mean()
 
 
-def club_mi(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step", grad: str = "zt"
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def critic_fit(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step") -> torch.Tensor:
+    """CLUB's likelihood step: -log q(z_t | z_f) on detached joint samples, in float32 (trains q only).
+
+    zf (M, Df), zt (M, T, Dt); ``pairs`` as in ``club_mi``."""
+    with torch.autocast(zf.device.type, enabled=False):
+        x, y = zf.detach().float(), zt.detach().float()
+        y = y.mean(1) if pairs == "sequence" else y
+        mu, logvar = model.critic_q(x)
+        if pairs == "step":
+            mu, logvar = mu[:, None], logvar[:, None]                       # (M, 1, Dt)
+        return -log_normal(y, mu, logvar).sum(-1).mean()
+
+
+def club_mi(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step", grad: str = "zt") -> torch.Tensor:
     """L_MI by CLUB (Cheng et al., ICML 2020): I(z_f; z_t) <= E_p(zf,zt)[log q(z_t|z_f)] - E_p(zf)p(zt)[log q(z_t|z_f)].
 
     Why not eq. 8 here: with sharp posteriors each MWS log-marginal is dominated by the sample's own
     clip, so at batch 16 the estimate sits near log(N M) whatever z_f and z_t share and its gradient
     cannot remove what they share (``batch_identifiability``). CLUB's bound needs only a regressor of
-    z_t on z_f, and it falls to 0 once z_f no longer predicts z_t.
+    z_t on z_f (``model.critic_q``, fitted by ``critic_fit``), and it falls to 0 once z_f no longer
+    predicts z_t.
 
-    q = ``model.critic_q`` (a Gaussian MLP of z_f). Returns (bound, fit): ``fit`` = -log q on the
-    detached joint samples trains q only (CLUB's likelihood step); the bound is computed with q's
-    weights frozen, its gradient reaching the latents ``grad`` names (``zt``: z_1:T gives up what z_f
-    predicts, the speaker on audio; ``zf``: z_f gives up what predicts z_t, the action on video;
-    ``both``). The negative term averages log q over all M x M pairs of the minibatch. ``pairs``:
-    ``step`` pairs z_f with every z_t (mean over t), ``sequence`` with the time-mean of z_1:T.
-    zf (M, Df), zt (M, T, Dt).
+    The bound is computed with q's weights frozen, its gradient reaching the latents ``grad`` names
+    (``zt``: z_1:T gives up what z_f predicts, the speaker on audio; ``zf``: z_f gives up what predicts
+    z_t, the action on video; ``both``). It is computed in float32 whatever the autocast around it:
+    its log-densities divide by exp(log-variance), which bfloat16 rounds to 8 bits. The negative
+    term averages log q over all M x M pairs of the minibatch. ``pairs``: ``step`` pairs z_f with
+    every z_t (mean over t), ``sequence`` with the time-mean of z_1:T. zf (M, Df), zt (M, T, Dt).
     """
-    y = zt.mean(1) if pairs == "sequence" else zt                          # (M, Dt) or (M, T, Dt)
-    mu, logvar = model.critic_q(zf.detach())
-    if pairs == "step":
-        mu, logvar = mu[:, None], logvar[:, None]                           # (M, 1, Dt)
-    fit = -log_normal(y.detach(), mu, logvar).sum(-1).mean()
-
-    xf = zf if grad in ("zf", "both") else zf.detach()
-    yt = y if grad in ("zt", "both") else y.detach()
-    mu, logvar = model.critic_q(xf, frozen=True)                            # (M, Dt)
-    if pairs == "step":
-        mu, logvar = mu[:, None], logvar[:, None]                           # (M, 1, Dt)
-    positive = log_normal(yt, mu, logvar).sum(-1)                           # (M,) or (M, T): log q(y_i | x_i)
-    # log q(y_j | x_i) for all i, j: (M_i, M_j, ...)
-    negative = log_normal(yt.unsqueeze(0), mu.unsqueeze(1), logvar.unsqueeze(1)).sum(-1).mean(1)
-    return (positive - negative).mean(), fit
+    with torch.autocast(zf.device.type, enabled=False):
+        zf, zt = zf.float(), zt.float()
+        y = zt.mean(1) if pairs == "sequence" else zt                       # (M, Dt) or (M, T, Dt)
+        xf = zf if grad in ("zf", "both") else zf.detach()
+        yt = y if grad in ("zt", "both") else y.detach()
+        mu, logvar = model.critic_q(xf, frozen=True)                        # (M, Dt)
+        if pairs == "step":
+            mu, logvar = mu[:, None], logvar[:, None]                       # (M, 1, Dt)
+        positive = log_normal(yt, mu, logvar).sum(-1)                       # (M,) or (M, T): log q(y_i | x_i)
+        # log q(y_j | x_i) for all i, j: (M_i, M_j, ...)
+        negative = log_normal(yt.unsqueeze(0), mu.unsqueeze(1), logvar.unsqueeze(1)).sum(-1).mean(1)
+        return (positive - negative).mean()
 
 
 MIEstimator = Literal["mws", "club"]
@@ -216,13 +225,15 @@ class LossOptions:
         return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
 
 
-def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, opts: LossOptions, dataset_size: int
-               ) -> tuple[torch.Tensor, dict]:
+def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, opts: LossOptions, dataset_size: int,
+               fit_critic=None) -> tuple[torch.Tensor, dict]:
     """eq. 9 for one minibatch x (B, T, C, H, W). A λ of 0 switches its term off (and skips its cost).
 
     ``dataset_size`` is eq. 8's N. ``opts.scc_on``: the noise of a 256-d sample swamps eq. 6's margin
     of 1, so the quick configs compare posterior means. ``opts.lambda_adv`` > 0 adds the static
-    adversary (``static_adversary_loss``) on the DFP labels. Also returns the detached terms, with
+    adversary (``static_adversary_loss``) on the DFP labels. ``fit_critic(zf, zt)``, where given, fits
+    CLUB's q on the detached latents and returns its last -log q (``train.CriticFitter``); without it
+    that term joins the total. Also returns the detached terms, with ``mi_fit`` (the critic's fit) and
     ``mi_grad``: the norm of L_MI's gradient at the latent samples (a saturated estimator shows as ~0).
     """
     o = opts
@@ -261,8 +272,12 @@ def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, opts: Lo
         parts["adv"], parts["conf"] = adv.detach(), conf.detach()
     if o.lambda_mi > 0:
         if o.mi_estimator == "club":
-            mi, fit = club_mi(model, out["zf"], out["zt"], o.mi_pairs, o.mi_grad)
-            total = total + fit  # trains q(z_t | z_f) only: its inputs are detached
+            if fit_critic is None:  # q fitted by one step of the model's own optimiser (its inputs detached)
+                fit = critic_fit(model, out["zf"], out["zt"], o.mi_pairs)
+                total = total + fit
+            else:  # q on its own optimiser, fitted to this batch before the bound reads it
+                fit = fit_critic(out["zf"].detach(), out["zt"].detach())
+            mi = club_mi(model, out["zf"], out["zt"], o.mi_pairs, o.mi_grad)
             parts["mi_fit"] = fit.detach()
         else:
             mi = mi_loss(out["zf"], out["zf_mu"], out["zf_logvar"], out["zt"], out["zt_mu"], out["zt_logvar"],

@@ -1,7 +1,5 @@
-"""Training loop for S3VAE: deterministic, checkpointed every epoch, resumable.
-
-    python -m s3vae.train --clips train_0.h5 train_1.h5 --labels flow_0.h5 flow_1.h5 \
-        --model-config model.json --train-config train.json --out model.pt --ckpt-dir ckpt/
+"""Training loop for S3VAE: deterministic, checkpointed every epoch, resumable (``train``, called by
+the workflow's ``train_model`` rule and by ``benchmarks/quality_curve.py``).
 
 A run writes ``ckpt_dir/last.pt`` (model, optimiser, epoch, RNG state, loss history) after every
 epoch and ``ckpt_dir/losses.csv`` as it goes; a killed run started again with the same arguments
@@ -15,7 +13,6 @@ run continues the same random stream as an uninterrupted one.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -33,9 +30,20 @@ import torch
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.losses import DFPKind, LossOptions, MIEstimator, MIGrad, MIPairs, MIReduce, Recon, SCCOn, s3vae_loss
+from s3vae.losses import (
+    DFPKind,
+    LossOptions,
+    MIEstimator,
+    MIGrad,
+    MIPairs,
+    MIReduce,
+    Recon,
+    SCCOn,
+    critic_fit,
+    s3vae_loss,
+)
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, check_literals, from_dict, pick_device, resolve_amp, seed_everything
+from s3vae.utils import atomic_torch_save, check_literals, pick_device, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -53,6 +61,8 @@ class TrainConfig:
     mi_reduce: MIReduce = "sum"        # mws: eq. 7's per-step terms "sum" (the paper) or "mean" (C-DSVAE's code)
     mi_pairs: MIPairs = "step"         # club: "step" (z_f, z_t) pairs or "sequence" (z_f, time-mean of z_1:T)
     mi_grad: MIGrad = "zt"             # club: the latent its gradient reaches: "zt", "zf" or "both"
+    critic_steps: int = 5              # club: steps of q's own Adam per model step (0: one step of the model's)
+    critic_lr: float = 1e-4            # club: that optimiser's learning rate
     margin: float = 1.0                # m in eq. 6
     scc_on: SCCOn = "samples"          # eq. 6 on z_f "samples" (literal) or posterior "means" (losses.s3vae_loss)
     lambda_adv: float = 0.0            # static adversary on the DFP labels (a departure; 0 = the paper)
@@ -90,6 +100,14 @@ def _resume_key(train_config: dict) -> dict:
     if train_config.get("lr_schedule", "constant") != "constant":  # the schedule spans all the epochs
         key["epochs"] = train_config["epochs"]
     return key
+
+
+def model_input(model_cfg: S3VAEConfig) -> dict:
+    """The stored frame shape this model reads, for ``ClipDataset`` to check each shard against when opened."""
+    if model_cfg.modality == "audio":
+        return {"clip_shape": (model_cfg.feat_in,), "expected": f"model feat_in = {model_cfg.feat_in}"}
+    size, c = model_cfg.image_size, model_cfg.channels
+    return {"clip_shape": (size, size, c), "expected": f"model image_size = {size}, channels = {c}"}
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -146,7 +164,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     uses_dfp = cfg.lambda_dfp > 0 or cfg.lambda_adv > 0
-    data = ClipDataset(clip_shards, label_shards if uses_dfp else {}, preload=cfg.preload)
+    data = ClipDataset(clip_shards, label_shards if uses_dfp else {}, preload=cfg.preload, **model_input(model_cfg))
     if len(data) < cfg.batch_size:
         raise ValueError(f"{len(data)} training clips is fewer than one batch of {cfg.batch_size}")
     N = len(data)
@@ -161,7 +179,11 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     model = S3VAE(model_cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    fitter = None
+    if cfg.lambda_mi > 0 and cfg.mi_estimator == "club" and cfg.critic_steps > 0 and model_cfg.mi_critic == "club":
+        fitter = CriticFitter(model, cfg.critic_steps, cfg.critic_lr, cfg.mi_pairs)
+    critic = set(fitter.params) if fitter else set()
+    opt = torch.optim.Adam([p for p in model.parameters() if p not in critic], lr=cfg.lr, betas=(0.9, 0.999))
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
     loss_opts = LossOptions.of(cfg)  # checks the loss options' values
@@ -189,6 +211,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if fitter:
+            fitter.opt.load_state_dict(ck["critic_optimizer"])
         torch.set_rng_state(ck["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in ck:
             torch.cuda.set_rng_state(ck["rng_cuda"])
@@ -233,9 +257,10 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 if y is not None and cfg.dfp_kind == "regression":
                     y = (y.float().flatten(2) - dfp_mean) / dfp_std  # (B, T, ...) -> (B, T, D), standardised
                 with amp:
-                    loss, parts = s3vae_loss(model, x, y, loss_opts, dataset_size=N)
+                    loss, parts = s3vae_loss(model, x, y, loss_opts, dataset_size=N, fit_critic=fitter)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}")
+                    where = f"epoch {epoch + 1}, step {step + 1} (its batch: {data.describe(batches[step])})"
+                    raise FloatingPointError(nonfinite_message(parts, where, last))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.lr_schedule == "cosine":  # from the global step alone, so a resumed run continues it
@@ -251,7 +276,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                     on_step(epoch, step, model, parts)
                 if stop.signum is not None and step + 1 < len(batches):
                     # SLURM sends SIGTERM before a kill or requeue: save mid-epoch and leave
-                    atomic_torch_save(_checkpoint(model, opt, device, epoch, step + 1, sums, history,
+                    atomic_torch_save(_checkpoint(model, opt, fitter, device, epoch, step + 1, sums, history,
                                                   model_cfg, cfg, fingerprint), last)
                     log(f"signal {stop.signum}: saved {last} at epoch {epoch + 1}, step {step + 1}; exiting")
                     raise TrainingInterrupted(stop.signum)
@@ -261,7 +286,8 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
             with open(csv_path, "a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=row.keys()).writerow(row)
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            atomic_torch_save(_checkpoint(model, opt, device, epoch + 1, 0, None, history, model_cfg, cfg, fingerprint),
+            atomic_torch_save(_checkpoint(model, opt, fitter, device, epoch + 1, 0, None, history, model_cfg, cfg,
+                                          fingerprint),
                               last)
             if stop.signum is not None and epoch + 1 < cfg.epochs:
                 log(f"signal {stop.signum}: saved {last} after epoch {epoch + 1}; exiting")
@@ -272,6 +298,44 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
              "history": history, "dataset_size": N}
     atomic_torch_save(final, out)
     return final
+
+
+# What each logged term is, for messages
+TERMS = {"recon": "-log p(x|z)", "kl_f": "KL of z_f", "kl_t": "KL of z_1:T", "scc": "L_SCC", "dfp": "L_DFP",
+         "mi": "L_MI", "mi_fit": "the CLUB critic's fit -log q(z_t|z_f)", "adv": "the static adversary",
+         "conf": "the adversary's confusion term", "mi_grad": "L_MI's gradient norm"}
+
+
+def nonfinite_message(parts: dict, where: str, checkpoint: Path) -> str:
+    """Names the non-finite terms of eq. 9 at a step (they are checked before any weight changes)."""
+    bad = [k for k, v in parts.items() if k != "loss" and not math.isfinite(float(v))]
+    named = ", ".join(f"{TERMS.get(k, k)} ({k}={float(parts[k])})" for k in bad) or "the total"
+    hint = " (L_MI: lower λ3 or raise critic_steps)" if {"mi", "mi_fit", "mi_grad"} & set(bad) else ""
+    return (f"non-finite {named} at {where}{hint}; no weights were updated with it, the last good state is "
+            f"{checkpoint} if it exists; all terms: " + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
+
+
+class CriticFitter:
+    """CLUB's q(z_t | z_f) on its own Adam: ``steps`` likelihood steps (``losses.critic_fit``) on each
+    batch's detached latents before the bound reads q, as CLUB's reference code fits it several times
+    per model step. Returns the last step's -log q, the critic's fit that steps.csv logs as ``mi_fit``."""
+
+    def __init__(self, model: S3VAE, steps: int, lr: float, pairs: str):
+        self.model, self.steps, self.pairs = model, steps, pairs
+        self.params = list(model.critic.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+
+    def __call__(self, zf: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                fit = critic_fit(self.model, zf, zt, self.pairs)
+                if not torch.isfinite(fit):
+                    raise FloatingPointError(f"non-finite {TERMS['mi_fit']} ({float(fit)}): the critic diverged; "
+                                             "lower critic_lr or λ3; no weights were updated with it")
+                self.opt.zero_grad(set_to_none=True)
+                fit.backward()
+                self.opt.step()
+        return fit.detach()
 
 
 class StepLog:
@@ -353,11 +417,13 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def _checkpoint(model, opt, device, epoch, step, sums, history, model_cfg, cfg, fingerprint) -> dict:
+def _checkpoint(model, opt, fitter, device, epoch, step, sums, history, model_cfg, cfg, fingerprint) -> dict:
     """Everything a resumed run needs: ``epoch`` epochs done plus ``step`` batches of the next one."""
     ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
           "history": history, "rng_cpu": torch.get_rng_state(), "model_config": asdict(model_cfg),
           "train_config": asdict(cfg), "data": fingerprint}
+    if fitter:
+        ck["critic_optimizer"] = fitter.opt.state_dict()
     if sums is not None:
         ck["sums"] = dict(sums)
     if device.type == "cuda":
@@ -386,27 +452,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> S3VAE:
     model.load_state_dict(ck["model"])
     return model.eval()
 
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="train S3VAE (resumes from CKPT_DIR/last.pt if present)")
-    p.add_argument("--clips", nargs="+", required=True, help="training clip shards")
-    p.add_argument("--labels", nargs="*", default=[], help="row-aligned pseudo-label shards (DFP)")
-    p.add_argument("--model-config", required=True, help="JSON file or string of S3VAEConfig fields")
-    p.add_argument("--train-config", required=True, help="JSON file or string of TrainConfig fields")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ckpt-dir", required=True)
-    a = p.parse_args(argv)
-
-    def _json(s):
-        return json.loads(Path(s).read_text()) if Path(s).exists() else json.loads(s)
-
-    tcfg = from_dict(TrainConfig, _json(a.train_config))
-    try:
-        train(a.clips, {tcfg.dfp_key: a.labels} if a.labels else {}, a.out, a.ckpt_dir,
-              from_dict(S3VAEConfig, _json(a.model_config)), tcfg)
-    except TrainingInterrupted as e:
-        sys.exit(128 + e.signum)
-
-
-if __name__ == "__main__":
-    main()

@@ -195,20 +195,3 @@ def load_trained(path: str | os.PathLike, model_cls, config_cls, device="cpu"):
     model = model_cls(config_cls(**ck["config"])).to(device)
     model.load_state_dict(ck["model"])
     return model.eval()
-
-
-def train_main(prog: str, doc: str, train, config_cls, train_config_cls, argv: list[str] | None = None) -> None:
-    """``python -m <prog>`` for a comparison system: shards, output, checkpoint folder and both configs as
-    JSON, passed to ``train(shards, out, ckpt_dir, config, train_config)``."""
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n")[0])
-    p.add_argument("--train", nargs="+", required=True, help="training shards")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ckpt-dir", required=True)
-    p.add_argument("--model-config", default="{}", help=f"{config_cls.__name__} as JSON")
-    p.add_argument("--train-config", default="{}", help=f"{train_config_cls.__name__} as JSON")
-    a = p.parse_args(argv)
-    train(a.train, a.out, a.ckpt_dir, from_dict(config_cls, json.loads(a.model_config)),
-          from_dict(train_config_cls, json.loads(a.train_config)))

@@ -75,7 +75,7 @@ def test_the_same_values_from_the_command_line_are_typed(config, schema, overrid
     ({"table1": {"rows": ["baseline", "fulll"]}}, "table1.rows[1]: 'fulll' is no variant", "(did you mean 'full'?)"),
     ({"table3": {"rows": ["mocogan"]}}, "table3.rows[0]: 'mocogan' is no variant", "fhvae"),
     ({"targets": ["sprits"]}, "targets[0]: 'sprits' is no dataset", "(did you mean 'sprites'?)"),
-    ({"table2": {"datasets": ["fsdd"]}}, "table2.datasets[0]: 'fsdd' is no video dataset", "sprites"),
+    ({"table2": {"datasets": ["fsd"]}}, "table2.datasets[0]: 'fsd' is no dataset (did you mean 'fsdd'?)", "sprites"),
     ({"swap": {"extra_rows": ["monkeynett"]}}, "swap.extra_rows[0]: 'monkeynett' is no swap-only system",
      "monkeynet"),
     ({"train_overrides": {"spirtes": {"epochs": 1}}}, "train_overrides.spirtes: 'spirtes' is no dataset", "sprites"),
@@ -232,3 +232,75 @@ def test_evaluation_refuses_a_pickled_model(tmp_path):
     torch.save({"model": {}, "model_config": Payload()}, path)
     with pytest.raises(CheckpointError, match=rf"{path}: refused for safety"):
         load_model(path)
+
+
+# 6. A shard that does not fit the model is refused when opened, naming the file and both shapes.
+
+def _clips(path, shape, dtype=np.uint8):
+    with atomic_h5(path) as f:
+        create_frames(f, np.zeros(shape, dtype))
+    return str(path)
+
+
+@pytest.mark.parametrize("shape,model,found", [
+    ((8, 5, 8, 8, 3), dict(image_size=16, channels=3), r"\(8, 8, 3\), but the model reads \(16, 16, 3\)"),    # size
+    ((8, 5, 16, 16, 1), dict(image_size=16, channels=3), r"\(16, 16, 1\), but the model reads \(16, 16, 3\)"),  # channels
+    ((8, 5, 40), dict(modality="audio", feat_in=80), r"\(40,\), but the model reads \(80,\)"),            # mel bins
+])
+def test_training_refuses_a_shard_of_another_shape_at_open(tmp_path, shape, model, found):
+    from s3vae.model import S3VAEConfig
+    from s3vae.train import TrainConfig, train
+
+    dtype = np.float32 if len(shape) == 3 else np.uint8
+    clips = _clips(tmp_path / "train_0.h5", shape, dtype)
+    mcfg = S3VAEConfig(**{"enc_widths": [8, 8], "dec_widths": [16, 8, 8], "feat_dim": 8, "hidden": 8, "z_f": 4,
+                          "z_t": 4, "dfp_out": 1, "dfp_hidden": 8, **model})
+    with pytest.raises(ShardError, match=rf"{clips}: dataset 'frames' holds frames of shape {found} \(model "
+                                         r".*rebuild it"):
+        train([clips], {}, tmp_path / "m.pt", tmp_path / "ck", mcfg, TrainConfig(epochs=1, batch_size=2,
+              lambda_scc=0, lambda_dfp=0, lambda_mi=0), log=lambda *_: None)
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "ck/last.pt").exists()
+
+
+@pytest.mark.parametrize("second", [(8, 6, 16, 16, 3), (8, 5, 8, 8, 3), (8, 6, 40)])
+def test_shards_of_one_split_with_different_clip_shapes_are_refused(tmp_path, second):
+    from s3vae.data import ClipDataset
+
+    first = (8, 5, 40) if len(second) == 3 else (8, 5, 16, 16, 3)
+    dtype = np.float32 if len(second) == 3 else np.uint8
+    a, b = _clips(tmp_path / "train_0.h5", first, dtype), _clips(tmp_path / "train_1.h5", second, dtype)
+    with pytest.raises(ShardError, match=rf"{b}: dataset 'frames' holds clips of shape .* but {a} holds"):
+        ClipDataset([a, b], preload=True)
+
+
+# 7. Non-finite values in a shard too large to check whole at open are found where it is read (preload),
+#    and a non-finite loss names the shards and clips of its batch.
+
+@pytest.mark.parametrize("clip", [1, 5, 10])
+def test_a_nan_in_an_unsampled_clip_of_a_large_shard_is_found_at_preload(tmp_path, monkeypatch, clip):
+    import s3vae.data
+    from s3vae.data import ClipDataset
+
+    monkeypatch.setattr(s3vae.data, "FINITE_CHECK_BYTES", 1)   # "large": open_shard checks clips 0 and 11 only
+    data = np.zeros((12, 5, 10), np.float32)
+    data[clip, 2, 3] = np.nan
+    path = raw_shard(tmp_path / "train_0.h5", data)
+    with open_shard(path, ["frames"]):
+        pass                                                  # the sample misses it
+    with pytest.raises(ShardError, match=rf"{path}: dataset 'frames', clip {clip} holds non-finite"):
+        ClipDataset([str(path)], preload=True)
+
+
+@pytest.mark.parametrize("value", [1e30, -3e38])
+def test_a_non_finite_loss_names_the_shards_and_clips_of_its_batch(tmp_path, value):
+    from s3vae.model import S3VAEConfig
+    from s3vae.train import TrainConfig, train
+
+    data = np.zeros((8, 5, 10), np.float32)
+    data[:, :, 0] = value                                     # finite, but its squared error overflows
+    path = raw_shard(tmp_path / "train_0.h5", data)
+    mcfg = S3VAEConfig(modality="audio", feat_in=10, dec_widths=[8], feat_dim=8, hidden=8, z_f=4, z_t=4, dfp_out=1)
+    with pytest.raises(FloatingPointError, match=rf"non-finite .* at epoch 1, step 1 \(its batch: {path} clips \["):
+        train([str(path)], {}, tmp_path / "m.pt", tmp_path / "ck", mcfg,
+              TrainConfig(epochs=1, batch_size=4, lambda_scc=0, lambda_dfp=0, lambda_mi=0), log=lambda *_: None)
+    assert not (tmp_path / "m.pt").exists()

@@ -29,15 +29,31 @@ def test_every_default_model_config_builds():
 
 def test_adversary_follows_the_variant_and_the_dataset_scale():
     c = config()
-    assert configs.train_config(c, "sprites", "full", 1)["lambda_adv"] > 0
-    assert configs.model_config(c, "sprites", "full")["adv_steps"] == c["datasets"]["sprites"]["frames"]
-    for v in ("no-adv", "baseline", "dsvae", "baseline-sv"):       # the paper's objectives: no adversary
+    assert configs.train_config(c, "sprites", "full+adv", 1)["lambda_adv"] > 0
+    assert configs.model_config(c, "sprites", "full+adv")["adv_steps"] == c["datasets"]["sprites"]["frames"]
+    for v in ("full", "full-mws", "baseline", "dsvae", "baseline-sv", "no-mi"):   # eq. 9's rows: no adversary
         assert configs.train_config(c, "sprites", v, 1)["lambda_adv"] == 0
         assert "adv_steps" not in configs.model_config(c, "sprites", v)
     # audio and MUG scale it to 0: their pseudo-labels are binary or regressed
     for ds in ("fsdd", "mug"):
-        assert configs.train_config(c, ds, "full", 1)["lambda_adv"] == 0
-        assert "adv_steps" not in configs.model_config(c, ds, "full")
+        assert configs.train_config(c, ds, "full+adv", 1)["lambda_adv"] == 0
+        assert "adv_steps" not in configs.model_config(c, ds, "full+adv")
+
+
+@pytest.mark.parametrize("dataset,grad", [("sprites", "zf"), ("smmnist", "zf"), ("mug", "zf"),
+                                          ("fsdd", "zt"), ("timit", "zt")])
+def test_full_estimates_l_mi_by_club_in_the_direction_of_its_modality(dataset, grad):
+    """full: CLUB's bound in every dataset, its gradient into z_f on video (z_f gives up the motion that
+    predicts z_t) and into z_1:T on audio (z_1:T gives up the speaker z_f predicts); q(z_t | z_f) in the
+    model and on its own optimiser. full-mws: eq. 7-8 as written, no critic."""
+    c = config()
+    t = configs.train_config(c, dataset, "full", 1)
+    assert (t["mi_estimator"], t["mi_grad"]) == ("club", grad) and t["critic_steps"] > 0
+    assert t["lambda_mi"] == c["variants"]["full"]["lambda_mi"] * c["datasets"][dataset]["lambda_scale"]["mi"] > 1
+    assert configs.model_config(c, dataset, "full")["mi_critic"] == "club"
+    assert configs.train_config(c, dataset, "full-mws", 1)["mi_estimator"] == "mws"
+    assert "mi_critic" not in configs.model_config(c, dataset, "full-mws")
+    assert "mi_critic" not in configs.model_config(c, dataset, "no-mi")
 
 
 def test_lambda_scale_keeps_zero_terms_and_scales_the_others():
@@ -77,7 +93,7 @@ def test_an_override_of_one_block_does_not_reach_the_blocks_that_share_its_ancho
     assert c["datasets"]["timit"]["model"] == c["datasets"]["fsdd"]["model"]
     update_config(c, {"datasets": {"fsdd": {"model": {"z_f": 3}}}, "variants": {"full": {"lambda_mi": 2}}})
     assert c["datasets"]["timit"]["model"]["z_f"] == 64
-    assert c["variants"]["no-scc"]["lambda_mi"] == c["variants"]["no-adv"]["lambda_mi"] == 1
+    assert c["variants"]["no-scc"]["lambda_mi"] == c["variants"]["full-mws"]["lambda_mi"] == 1
 
 
 def test_config_overrides_get_the_types_a_config_file_gives():

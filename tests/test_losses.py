@@ -213,15 +213,15 @@ def _club_model(z_f=4, z_t=3):
 
 def _fit_critic(model, sample, pairs, steps=200):
     """Fits q(z_t | z_f) on fresh batches from ``sample()`` (as training does), then the bound on a new one."""
-    from s3vae.losses import club_mi
+    from s3vae.losses import club_mi, critic_fit
 
     opt = torch.optim.Adam(model.critic.parameters(), lr=1e-2)
     for _ in range(steps):
-        _, fit = club_mi(model, *sample(), pairs)
+        fit = critic_fit(model, *sample(), pairs)
         opt.zero_grad()
         fit.backward()
         opt.step()
-    return club_mi(model, *sample(), pairs)[0].item()
+    return club_mi(model, *sample(), pairs).item()
 
 
 def _latents(M=128, T=5, dependent=False, noise=0.1):
@@ -254,12 +254,12 @@ def test_mws_saturates_with_sharp_posteriors_where_club_does_not():
 
 @pytest.mark.parametrize("grad,reaches", [("zt", {"zt"}), ("zf", {"zf"}), ("both", {"zf", "zt"})])
 def test_club_bound_sends_its_gradient_only_to_the_latent_named(grad, reaches):
-    from s3vae.losses import club_mi
+    from s3vae.losses import club_mi, critic_fit
 
     torch.manual_seed(0)
     model = _club_model()
     zf, zt = torch.randn(8, 4, requires_grad=True), torch.randn(8, 5, 3, requires_grad=True)
-    bound, fit = club_mi(model, zf, zt, "step", grad)
+    bound, fit = club_mi(model, zf, zt, "step", grad), critic_fit(model, zf, zt, "step")
     got = torch.autograd.grad(bound, [zf, zt], allow_unused=True, retain_graph=True)
     assert {n for n, g in zip(("zf", "zt"), got) if g is not None and g.abs().sum() > 0} == reaches
     # the bound leaves q's weights alone; the likelihood term trains q and reaches no latent
@@ -280,6 +280,62 @@ def test_s3vae_loss_with_club_logs_the_estimate_its_fit_and_gradient_norm():
     loss, parts = s3vae_loss(model, x, y, opts, dataset_size=100)
     loss.backward()
     assert {"mi", "mi_fit", "mi_grad"} <= parts.keys() and parts["mi_grad"] > 0
-    assert all(p.grad is not None for p in model.critic.parameters())
+    assert all(p.grad is not None for p in model.critic.parameters())   # fitted jointly: no fit_critic given
     with pytest.raises(ValueError, match="mi_estimator"):
         LossOptions(mi_estimator="infonce")
+
+
+def test_with_its_own_fitter_the_critic_is_fitted_before_the_bound_and_left_out_of_the_model_loss():
+    from s3vae.losses import LossOptions, s3vae_loss
+    from s3vae.train import CriticFitter
+
+    torch.manual_seed(0)
+    model = _club_model()
+    fitter = CriticFitter(model, steps=3, lr=1e-3, pairs="step")
+    before = [p.detach().clone() for p in fitter.params]
+    opts = LossOptions(lambda_scc=1, lambda_dfp=1, lambda_mi=10, dfp_kind="binary", dfp_offset=0, mi_estimator="club")
+    loss, parts = s3vae_loss(model, torch.randn(4, 5, 8), torch.randint(0, 2, (4, 5)), opts, 100, fit_critic=fitter)
+    assert any(not torch.equal(a, b) for a, b in zip(before, fitter.params))   # q took its 3 steps
+    fitter.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    assert all(p.grad is None for p in model.critic.parameters())             # the model's loss leaves q alone
+    assert torch.isfinite(parts["mi_fit"]) and parts["mi_grad"] > 0
+
+
+def test_club_bound_is_float32_under_bfloat16_autocast():
+    """The bound divides by exp(log-variance): under autocast it is still computed in float32, so it
+    equals the float32 bound where bfloat16's 8-bit mantissa would not."""
+    from s3vae.losses import club_mi, critic_fit
+
+    torch.manual_seed(0)
+    model = _club_model(z_f=16, z_t=8)
+    zf, zt = torch.randn(16, 16), torch.randn(16, 5, 8) * 3
+    ref, ref_fit = club_mi(model, zf, zt, "step", "zf"), critic_fit(model, zf, zt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, fit = club_mi(model, zf, zt, "step", "zf"), critic_fit(model, zf, zt)
+        assert model.critic_q(zf)[0].dtype == torch.bfloat16     # autocast is on around it
+    assert got.dtype == fit.dtype == torch.float32
+    assert fit.item() == ref_fit.item() and got.item() == ref.item()
+
+
+@pytest.mark.parametrize("where", ["bound", "critic"])
+def test_a_non_finite_l_mi_stops_training_naming_the_term_with_the_weights_untouched(tmp_path, where):
+    """A critic whose log-variance overflows (or a diverged fit) gives a non-finite bound: training
+    stops before any optimiser step, with a message that names L_MI or the critic's fit."""
+    from s3vae.train import CriticFitter, nonfinite_message
+
+    torch.manual_seed(0)
+    model = _club_model()
+    with torch.no_grad():
+        model.critic[-1].fc.bias[3:] = -1e5                  # log-variance: exp(-1e5) = 0, a division by 0
+    if where == "critic":
+        fitter = CriticFitter(model, steps=2, lr=1e-3, pairs="step")
+        before = [p.detach().clone() for p in fitter.params]
+        with pytest.raises(FloatingPointError, match="CLUB critic's fit"):
+            fitter(torch.randn(4, 4), torch.randn(4, 5, 3))
+        assert all(torch.equal(a, b) for a, b in zip(before, fitter.params))
+        return
+    from s3vae.losses import club_mi
+    parts = {"recon": torch.tensor(1.0), "mi": club_mi(model, torch.randn(4, 4), torch.randn(4, 5, 3), "step", "zf")}
+    msg = nonfinite_message(parts, "epoch 1, step 3", tmp_path / "last.pt")
+    assert "non-finite L_MI (mi=" in msg and "epoch 1, step 3" in msg and "λ3" in msg and "recon=1" in msg

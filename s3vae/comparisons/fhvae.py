@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
 from s3vae.model import reparameterize
-from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything, train_main
+from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -172,11 +172,3 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
 
 def load(path, device="cpu") -> FHVAE:
     return load_trained(path, FHVAE, FHVAEConfig, device)
-
-
-def main(argv: list[str] | None = None) -> None:
-    train_main("s3vae.comparisons.fhvae", __doc__, train, FHVAEConfig, FHVAETrainConfig, argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything, train_main
+from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything
 
 
 @dataclass
@@ -256,11 +256,3 @@ def evaluate(model: MoCoGAN, judge, test_shards, static_labels: list[str], dynam
         for k in names:
             probs[k].append(F.softmax(out[k], -1).cpu().numpy())
     return judged_metrics({k: np.concatenate(v) for k, v in probs.items()}, y, static_labels, dynamic_labels, seed)
-
-
-def main(argv: list[str] | None = None) -> None:
-    train_main("s3vae.comparisons.mocogan", __doc__, train, MoCoGANConfig, MoCoGANTrainConfig, argv)
-
-
-if __name__ == "__main__":
-    main()

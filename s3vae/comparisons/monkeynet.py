@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything, train_main
+from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything
 
 
 @dataclass
@@ -344,11 +344,3 @@ def evaluate(model: MonkeyNet, judge, test_shards, static_labels: list[str], dyn
     model.eval()
     data = ClipDataset(test_shards, preload=True)
     return swap_scores(*transfer_pair(model), judge, data, static_labels, dynamic_labels, batch_size, seed, device)
-
-
-def main(argv: list[str] | None = None) -> None:
-    train_main("s3vae.comparisons.monkeynet", __doc__, train, MonkeyNetConfig, MonkeyNetTrainConfig, argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -41,6 +41,9 @@ def place_verified(target: Path, digest: str, algorithm: str, *, mirror_file: Pa
     got = file_digest(tmp, algorithm)
     if got != digest:
         tmp.unlink()
-        raise error(f"{target}: checksum mismatch ({algorithm} {got}, expected {digest})")
+        source = f"{mirror_file} (in the data mirror; replace it with an intact copy)" if mirror_file else \
+            f"{url} (downloaded; try again, or use a data mirror)"
+        raise error(f"{source}: checksum mismatch ({algorithm} {got}, expected {digest}); nothing was written "
+                    f"to {target}")
     tmp.replace(target)
     return target

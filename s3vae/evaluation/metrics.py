@@ -23,16 +23,12 @@ real test clips is written beside it so that every generated-clip score can be r
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from s3vae.data import ClipDataset, batch_of, index_batches
-from s3vae.evaluation.judge import Judge, load_judge
+from s3vae.evaluation.judge import Judge
 from s3vae.model import S3VAE
 from s3vae.utils import seed_everything
 
@@ -204,23 +200,3 @@ def summary_row(result: dict, primary: str = "dynamic") -> dict:
     for g in groups:
         row[f"acc_{g}"] = result[g]["acc"]
     return row
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="evaluate a trained S3VAE with a judge (Appendix C metrics)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--judge", required=True)
-    p.add_argument("--test", nargs="+", required=True)
-    p.add_argument("--static-labels", nargs="*", default=[])
-    p.add_argument("--dynamic-labels", nargs="*", default=[])
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    from s3vae.train import load_model
-    res = evaluate_model(load_model(a.model), load_judge(a.judge), a.test, a.static_labels, a.dynamic_labels,
-                         seed=a.seed)
-    Path(a.out).write_text(json.dumps(res, indent=2))
-
-
-if __name__ == "__main__":
-    main()

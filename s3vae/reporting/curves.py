@@ -1,4 +1,4 @@
-"""Training curves: every loss term, KL_f, KL_t, the MI estimate and steps/s from ``steps.csv``."""
+"""Training curves: every loss term, KL_f, KL_t, the MI estimate, its critic's fit and steps/s from ``steps.csv``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import csv
 from pathlib import Path
 
 PANELS = (("reconstruction", ("recon",)), ("KL", ("kl_f", "kl_t")), ("L_SCC, L_DFP", ("scc", "dfp")),
-          ("L_MI", ("mi",)), ("static adversary", ("adv", "conf")), ("steps/s", ("steps_per_s",)))
+          ("L_MI", ("mi",)), ("CLUB critic -log q", ("mi_fit",)), ("static adversary", ("adv", "conf")),
+          ("steps/s", ("steps_per_s",)))
 
 
 def read_steps(path: str | Path) -> dict[str, list[float]]:

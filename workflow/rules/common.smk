@@ -1,5 +1,6 @@
 # Shared helpers: config validation, wildcard constraints, shard lists, per-(dataset, variant) configs.
 import os
+import re
 
 import torch
 import yaml
@@ -42,13 +43,13 @@ wildcard_constraints:
     dataset="[a-z0-9]+",
     split="train|test",
     shard=r"\d+",
-    variant="[a-z][a-z0-9-]*",
+    variant="[a-z][a-z0-9+-]*",
     seed=r"\d+",
 
 
 def one_of(names):
     """A wildcard constraint matching exactly these names."""
-    return "|".join(names) if names else "(?!)"
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 # Job order on a few cores (Snakemake runs the ready job of highest priority first): the data stages first
@@ -162,7 +163,11 @@ def dataset_targets(dataset):
     seed = configs.seeds(config, dataset)[0]
     if dataset in AUDIO:
         rows = implemented(config["table3"]["rows"])
-        return [f"results/{dataset}/table3.csv"] + [
+        out = [f"results/{dataset}/table3.csv"]
+        if dataset in config["table2"]["datasets"]:
+            out.append(f"results/{dataset}/table2.csv")
+            rows = rows + [r for r in implemented(config["table2"]["rows"]) if r not in rows]
+        return out + [
             f"results/{dataset}/figures/{v}_seed{seed}/{fig}.png"
             for v in rows if v in config["variants"] for fig in ("mel_swap", "training")
         ]
@@ -219,12 +224,9 @@ def comparison_inputs(wildcards):
     """The tables compare_with_paper reads, keyed <dataset>_table<n>: every target dataset's."""
     tables = {}
     for ds in config["targets"]:
-        if ds in AUDIO:
-            tables[f"{ds}_table3"] = f"results/{ds}/table3.csv"
-        else:
-            tables[f"{ds}_table1"] = f"results/{ds}/table1.csv"
-            if ds in config["table2"]["datasets"]:
-                tables[f"{ds}_table2"] = f"results/{ds}/table2.csv"
+        tables[f"{ds}_table{3 if ds in AUDIO else 1}"] = f"results/{ds}/table{3 if ds in AUDIO else 1}.csv"
+        if ds in config["table2"]["datasets"]:
+            tables[f"{ds}_table2"] = f"results/{ds}/table2.csv"
     return tables
 
 

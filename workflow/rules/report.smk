@@ -55,30 +55,31 @@ rule make_swap_table:
         "../scripts/make_swap_table.py"
 
 
-rule make_table3:
+rule make_eer_table:
     input:
-        evals=lambda wc: eval_files(wc.dataset, config["table3"]["rows"]),
+        evals=lambda wc: eval_files(wc.dataset, config[f"table{wc.table}"]["rows"]),
     output:
         report(
-            "results/{dataset}/table3.csv",
+            "results/{dataset}/table{table}.csv",
             caption="../report/table3.rst",
             category="Tables",
             subcategory="{dataset}",
         ),
     params:
-        rows=config["table3"]["rows"],
+        rows=lambda wc: config[f"table{wc.table}"]["rows"],
         seeds=lambda wc: configs.seeds(config, wc.dataset),
         not_implemented=config["not_implemented"],
     wildcard_constraints:
         dataset=one_of(AUDIO),
+        table="2|3",
     log:
-        "results/{dataset}/logs/make_table3.log",
+        "results/{dataset}/logs/make_eer_table/table{table}.log",
     benchmark:
-        "results/{dataset}/benchmarks/make_table3.tsv"
+        "results/{dataset}/benchmarks/make_eer_table/table{table}.tsv"
     conda:
         "../envs/s3vae.yaml"
     script:
-        "../scripts/make_table3.py"
+        "../scripts/make_eer_table.py"
 
 
 rule compare_with_paper:

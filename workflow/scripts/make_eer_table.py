@@ -1,4 +1,4 @@
-# Thin entry point for rule make_table3 (logic: s3vae.reporting.tables).
+# Thin entry point for rule make_eer_table (Tables 2 and 3 of audio datasets; logic: s3vae.reporting.tables).
 from s3vae.reporting.tables import format_table, table3, write_csv
 from s3vae.utils import redirect_output
 
