@@ -243,9 +243,9 @@ def _clips(path, shape, dtype=np.uint8):
 
 
 @pytest.mark.parametrize("shape,model,found", [
-    ((8, 5, 8, 8, 3), dict(image_size=16, channels=3), r"\(8, 8, 3\), but the model reads \(16, 16, 3\)"),    # size
-    ((8, 5, 16, 16, 1), dict(image_size=16, channels=3), r"\(16, 16, 1\), but the model reads \(16, 16, 3\)"),  # channels
-    ((8, 5, 40), dict(modality="audio", feat_in=80), r"\(40,\), but the model reads \(80,\)"),            # mel bins
+    ((8, 5, 8, 8, 3), dict(image_size=16, channels=3), r"\(8, 8, 3\), but the model reads \(16, 16, 3\)"),
+    ((8, 5, 16, 16, 1), dict(image_size=16, channels=3), r"\(16, 16, 1\), but the model reads \(16, 16, 3\)"),
+    ((8, 5, 40), dict(modality="audio", feat_in=80), r"\(40,\), but the model reads \(80,\)"),     # mel bins
 ])
 def test_training_refuses_a_shard_of_another_shape_at_open(tmp_path, shape, model, found):
     from s3vae.model import S3VAEConfig
@@ -304,3 +304,45 @@ def test_a_non_finite_loss_names_the_shards_and_clips_of_its_batch(tmp_path, val
         train([str(path)], {}, tmp_path / "m.pt", tmp_path / "ck", mcfg,
               TrainConfig(epochs=1, batch_size=4, lambda_scc=0, lambda_dfp=0, lambda_mi=0), log=lambda *_: None)
     assert not (tmp_path / "m.pt").exists()
+
+
+# 8. Out of memory is said as such, with the job, the limit in force and what to change, wherever the
+#    allocation fails: mapping torch's library, importing it, or a tensor in a step.
+
+JOB = "train_model (dataset=sprites, variant=full, seed=1)"
+OOM_CHILD = f"""
+from s3vae.memory import name_out_of_memory
+name_out_of_memory({JOB!r})
+import torch
+x = torch.nn.Conv2d(3, 16, 3)(torch.zeros(16, 3, 32, 32))
+torch.empty(8_000_000_000, dtype=torch.uint8).fill_(1)
+"""
+
+
+@pytest.mark.parametrize("limit_mib", [200, 600, 2000])
+def test_out_of_memory_names_the_job_the_limit_and_what_to_change(limit_mib):
+    import resource
+    import subprocess
+    import sys
+
+    limit = limit_mib << 20
+    proc = subprocess.run([sys.executable, "-c", OOM_CHILD], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith(f"out of memory in {JOB} ("), proc.stderr[-2000:]
+    assert f"limit in force: {limit_mib} MiB of address space" in last and "mem_mb" in last and "batch_size" in last
+
+
+def test_other_errors_are_not_called_out_of_memory():
+    from s3vae.memory import is_out_of_memory
+
+    assert not is_out_of_memory(RuntimeError("input.size(-1) must be equal to input_size"))
+    assert not is_out_of_memory(ImportError("No module named 'h5py'"))
+    assert is_out_of_memory(RuntimeError("could not create a primitive"))
+    try:
+        try:
+            raise MemoryError
+        except MemoryError as e:
+            raise ValueError("while reading the shard") from e
+    except ValueError as e:
+        assert is_out_of_memory(e)

@@ -1,4 +1,9 @@
 # Thin entry point for rule evaluate_verification (logic: s3vae.evaluation.verification).
+# First, before torch is imported: an allocation failure anywhere in the job ends with a line naming it.
+from s3vae.memory import name_out_of_memory
+
+name_out_of_memory(f"{snakemake.rule} ({', '.join(f'{k}={v}' for k, v in snakemake.wildcards.items())})")
+
 import json
 
 import torch

@@ -1,4 +1,9 @@
-# Thin entry point for rule train_judge (logic: s3vae.evaluation.metrics).
+# Thin entry point for rule train_judge (logic: s3vae.evaluation.judge).
+# First, before torch is imported: an allocation failure anywhere in the job ends with a line naming it.
+from s3vae.memory import name_out_of_memory
+
+name_out_of_memory(f"{snakemake.rule} ({', '.join(f'{k}={v}' for k, v in snakemake.wildcards.items())})")
+
 from s3vae.evaluation.judge import JudgeConfig, train_judge
 from s3vae.utils import redirect_output
 
