@@ -62,8 +62,7 @@ def disk_full_error(path: str | os.PathLike, detail: str) -> ShardError:
 
 
 def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
-    """Refuse a write of about ``nbytes`` into ``path``'s folder when the disk has less free: cheaper and
-    clearer than HDF5 running out of space half-way (which can crash the process)."""
+    """Refuse a write of ``nbytes`` into ``path``'s folder when the disk has less free."""
     path = Path(path)
     free = shutil.disk_usage(path.parent).free
     if free < nbytes:
@@ -72,21 +71,44 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
                                      f"{free / 2**20:.1f} MiB are free")
 
 
+WRITE_BLOCK = 4 << 20
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with plain system calls (a full disk is an OSError here, never a crash)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[:WRITE_BLOCK]):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """Open ``path`` for writing via a temporary file that replaces it only on success.
+    """Open ``path`` for writing; the file appears only complete, or not at all.
 
-    A failure (bad input, an exception, an OSError from h5py) leaves no half-written shard behind; a full
-    disk raises ShardError naming the file and the cause.
+    The HDF5 file is built in memory (HDF5 itself never writes to the disk: a disk that fills under it
+    can crash the process in its close), then written to ``<path>.partial`` with plain writes after a
+    free-space check sized to the bytes to write, and renamed. A failure (bad input, an exception, a
+    disk that fills at any moment) leaves no partial file; a full disk raises ShardError naming the file
+    and the cause. A stale partial file of a killed run is removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + PARTIAL)
+    tmp.unlink(missing_ok=True)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", driver="core", backing_store=False) as f:
             yield f
+            f.flush()
+            image = f.id.get_file_image()
+        check_free_space(tmp, len(image))
+        _write_file(tmp, image)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # h5py raises either when a write or the final flush fails
+    except (OSError, RuntimeError) as e:  # h5py raises either when a write fails
         if _no_space(e):
             raise disk_full_error(path, str(e).splitlines()[0] if str(e) else "ENOSPC") from e
         raise
@@ -107,7 +129,6 @@ def create_frames(f: h5py.File, frames: np.ndarray) -> None:
     if not (video or audio):
         raise ShardError(f"{f.filename}: frames must be uint8 (N,T,H,W,C) or float32 (N,T,D), "
                          f"got {frames.dtype} {frames.shape}")
-    check_free_space(f.filename, frames.nbytes)  # uncompressed: an upper bound on what lzf writes
     chunks = (1, *frames.shape[1:]) if len(frames) else None
     f.create_dataset("frames", data=frames, chunks=chunks, compression="lzf" if len(frames) else None)
 

@@ -152,6 +152,71 @@ def test_a_write_that_runs_out_of_space_names_the_file_and_leaves_nothing(tmp_pa
         np.testing.assert_array_equal(f["frames"][:], frames())
 
 
+@pytest.mark.parametrize("fill_at", [0, 1 << 16, 10 ** 9, "fsync"])
+def test_a_disk_that_fills_at_any_point_of_the_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch,
+                                                                                      fill_at):
+    """The free-space check passed, then the disk fills: at the first byte, part-way, never during the
+    writes but at the final flush to disk. A clear error, no crash, no partial file keeping the space."""
+    import os
+
+    import s3vae.data
+
+    monkeypatch.setattr(s3vae.data, "WRITE_BLOCK", 1 << 14)
+    written, real_write, real_fsync = [0], os.write, os.fsync
+
+    def write(fd, data):
+        if fill_at != "fsync" and written[0] + len(data) > fill_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written[0] += len(data)
+        return real_write(fd, data)
+
+    def fsync(fd):
+        if fill_at == "fsync":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "train_0.h5"
+    big = np.random.default_rng(0).integers(0, 255, (40, 4, 16, 16, 3), dtype=np.uint8)
+    if fill_at == 10 ** 9:   # more than the shard: this one fits
+        with atomic_h5(out) as f:
+            create_frames(f, big)
+        assert list(tmp_path.iterdir()) == [out]
+        return
+    with pytest.raises(ShardError, match=rf"{out}: no space left on device .*the partial file was removed"):
+        with atomic_h5(out) as f:
+            create_frames(f, big)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_partial_file_of_a_killed_run_is_removed_by_the_next(tmp_path):
+    out = tmp_path / "train_0.h5"
+    (tmp_path / "train_0.h5.partial").write_bytes(b"\0" * 100_000)     # a run killed mid-write
+    with pytest.raises(ValueError, match="frames must be"):                # the next run fails too
+        with atomic_h5(out) as f:
+            create_frames(f, np.zeros((2, 3), np.int64))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "train_0.h5.partial").write_bytes(b"\0" * 100_000)
+    with atomic_h5(out) as f:                                          # or succeeds
+        create_frames(f, frames())
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_the_free_space_check_is_sized_to_the_compressed_shard(tmp_path, monkeypatch):
+    """Frames that compress well need far less than their raw size: a disk with room for the file
+    accepts it (the check used to compare against the uncompressed size)."""
+    import shutil
+
+    flat = np.zeros((64, 8, 32, 32, 3), np.uint8)          # 1.5 MiB raw, a few KiB with lzf
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=flat.nbytes // 4))
+    out = tmp_path / "train_0.h5"
+    with atomic_h5(out) as f:
+        create_frames(f, flat)
+    assert out.stat().st_size < flat.nbytes // 4
+
+
 def test_other_write_errors_are_not_called_a_full_disk(tmp_path):
     with pytest.raises(OSError, match="permission") as e:
         with atomic_h5(tmp_path / "a.h5") as f:
