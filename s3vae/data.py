@@ -10,8 +10,10 @@ Layout of a clip shard (one writer per file, written atomically):
 Pseudo-label shards hold one dataset per signal, row-aligned with the clip shard they came from
 (e.g. ``/flow_labels`` int64 (N, T-1, k)), plus the same kind of provenance attrs.
 
-Readers open files lazily (once per DataLoader worker, never in ``__init__``) with
-``locking=False`` so that shards on NFS/Lustre can be read; h5py handles are dropped on pickling.
+Readers open files lazily (once per DataLoader worker, never in ``__init__``) with HDF5's best-effort
+locking: a file another process holds open for writing is refused, and shards on file systems without
+locks (NFS, Lustre) can still be read; h5py handles are dropped on pickling. Writers build the whole file
+in memory and rename it into place (``atomic_h5``), so a reader sees a shard complete or not at all.
 """
 
 from __future__ import annotations
@@ -173,8 +175,11 @@ def open_shard(path: str | os.PathLike, required: Sequence[str] = ()) -> h5py.Fi
     if not path.exists():
         raise ShardError(f"{path}: shard does not exist")
     try:
-        f = h5py.File(path, "r", locking=False)
+        f = h5py.File(path, "r", locking="best-effort")
     except OSError as e:
+        if "lock" in str(e).lower():
+            raise ShardError(f"{path}: another process holds it open for writing ({str(e).splitlines()[0]}); "
+                             f"wait for that process (another Snakemake run in this folder?) and rerun") from e
         raise ShardError(f"{path}: not a readable HDF5 file ({e})") from e
     try:
         for key in required:

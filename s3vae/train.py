@@ -128,13 +128,28 @@ def regression_stats(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32)
 
 
-def data_fingerprint(paths: list[str]) -> str:
-    """Identity of the training files (path, size, mtime): a checkpoint resumes only on the same data."""
+def file_states(paths: list[str]) -> list[list]:
+    """(path, size, mtime, inode) of each file: what changes when a shard is rewritten or replaced."""
     rows = []
     for p in paths:
         st = Path(p).stat()
-        rows.append([str(p), st.st_size, st.st_mtime_ns])
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+        rows.append([str(p), st.st_size, st.st_mtime_ns, st.st_ino])
+    return rows
+
+
+def data_fingerprint(paths: list[str]) -> str:
+    """Identity of the training files (path, size, mtime): a checkpoint resumes only on the same data."""
+    return hashlib.sha256(json.dumps([r[:3] for r in file_states(paths)]).encode()).hexdigest()
+
+
+def check_unchanged(before: list[list], paths: list[str]) -> None:
+    """Refuse to yield a model when a training file was rewritten during training (mixed data)."""
+    changed = [a[0] for a, b in zip(before, file_states(paths)) if a != b]
+    if changed:
+        from s3vae.data import ShardError
+
+        raise ShardError(f"{', '.join(changed)}: changed while training (another process rewrote it), so the "
+                         "model saw mixed data and was not written; rerun once that process is done")
 
 
 def _stale_reason(ck: dict, model_cfg: S3VAEConfig, cfg: TrainConfig, fingerprint: str) -> str | None:
@@ -170,6 +185,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     N = len(data)
     label_files = [p for k in sorted(data.label_shards) for p in data.label_shards[k]]
     fingerprint = data_fingerprint([*clip_shards, *label_files])
+    states = file_states([*clip_shards, *label_files])
     if uses_dfp and cfg.dfp_kind == "regression":
         stored = cfg.dfp_key if cfg.dfp_key in data.label_shards else f"labels/{cfg.dfp_key}"  # pseudo or GT
         dfp_mean, dfp_std = (t.to(device) for t in regression_stats(data.arrays(stored)))
@@ -294,6 +310,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
                 raise TrainingInterrupted(stop.signum)
 
     scalars.close()
+    check_unchanged(states, [*clip_shards, *label_files])
     final = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
              "history": history, "dataset_size": N}
     atomic_torch_save(final, out)

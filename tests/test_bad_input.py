@@ -411,3 +411,53 @@ def test_other_errors_are_not_called_out_of_memory():
             raise ValueError("while reading the shard") from e
     except ValueError as e:
         assert is_out_of_memory(e)
+
+
+# 9. A second writer: a shard another process holds open for writing is refused; a shard rewritten during
+#    training never yields a model.
+
+def test_a_shard_held_open_for_writing_by_another_process_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "train_0.h5"
+    with atomic_h5(path) as f:
+        create_frames(f, frames())
+    holder = subprocess.Popen([sys.executable, "-c", f"import h5py, time; f = h5py.File({str(path)!r}, 'a'); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(ShardError, match=rf"{path}: another process holds it open for writing"):
+            open_shard(path, ["frames"])
+    finally:
+        holder.kill()
+        holder.wait()
+    with open_shard(path, ["frames"]) as f:                  # once it is gone, the shard opens
+        assert f["frames"].shape[0] == 6
+
+
+@pytest.mark.parametrize("rewrite", ["replace", "touch"])
+def test_a_shard_rewritten_during_training_yields_no_model(tmp_path, rewrite):
+    import os
+
+    from s3vae.model import S3VAEConfig
+    from s3vae.train import TrainConfig, train
+
+    path = tmp_path / "train_0.h5"
+    with atomic_h5(path) as f:
+        create_frames(f, np.zeros((8, 5, 10), np.float32))
+
+    def rewriter(epoch, step, model, parts):
+        if step == 0:
+            if rewrite == "replace":                        # another build_*_shards run renames its shard in
+                with atomic_h5(path) as f:
+                    create_frames(f, np.ones((8, 5, 10), np.float32))
+            else:
+                os.utime(path, ns=(1, 1))
+
+    mcfg = S3VAEConfig(modality="audio", feat_in=10, dec_widths=[8], feat_dim=8, hidden=8, z_f=4, z_t=4, dfp_out=1)
+    with pytest.raises(ShardError, match=rf"{path}: changed while training .* was not written"):
+        train([str(path)], {}, tmp_path / "m.pt", tmp_path / "ck", mcfg,
+              TrainConfig(epochs=1, batch_size=4, lambda_scc=0, lambda_dfp=0, lambda_mi=0), log=lambda *_: None,
+              on_step=rewriter)
+    assert not (tmp_path / "m.pt").exists()
