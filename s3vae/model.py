@@ -34,29 +34,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-POSTERIORS = ("s3vae", "dsvae-factorised", "dsvae-full")
-STATIC_LSTMS = ("forward", "bidirectional")
-ZT_INPUTS = ("lstm_f", "lstm_f+frames", "head+frames")
-DECODERS = ("upsample", "transposed")
-MI_CRITICS = ("none", "club")
+from s3vae.utils import check_literals
+
+Modality = Literal["video", "audio"]
+Posterior = Literal["s3vae", "dsvae-factorised", "dsvae-full"]
+StaticLSTM = Literal["forward", "bidirectional"]
+ZtInput = Literal["lstm_f", "lstm_f+frames", "head+frames"]
+Decoder = Literal["upsample", "transposed"]
+MICritic = Literal["none", "club"]
+POSTERIORS, STATIC_LSTMS, ZT_INPUTS, DECODERS, MI_CRITICS = (
+    get_args(t) for t in (Posterior, StaticLSTM, ZtInput, Decoder, MICritic))
 
 
 @dataclass
 class S3VAEConfig:
-    modality: str = "video"                 # "video" (conv encoder/decoder) or "audio" (MLP on feature frames)
-    posterior: str = "s3vae"                # "s3vae" | "dsvae-factorised" | "dsvae-full" (module docstring)
-    static_lstm: str = "forward"            # s3vae: LSTM_f "forward" or "bidirectional" (module docstring)
+    modality: Modality = "video"            # "video" (conv encoder/decoder) or "audio" (MLP on feature frames)
+    posterior: Posterior = "s3vae"          # "s3vae" | "dsvae-factorised" | "dsvae-full" (module docstring)
+    static_lstm: StaticLSTM = "forward"     # s3vae: LSTM_f "forward" or "bidirectional" (module docstring)
     feat_in: int = 80                       # audio: feature-frame size D (80-d log-mel)
     channels: int = 3                       # d_img: 1 for SMMNIST, 3 for Sprites/MUG
     image_size: int = 64
     enc_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])       # Table 4
     dec_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 128, 64])  # Table 4
-    decoder: str = "upsample"               # Table 4's "upsample" + 3x3 conv, or DCGAN-style "transposed" conv
+    decoder: Decoder = "upsample"           # Table 4's "upsample" + 3x3 conv, or DCGAN-style "transposed" conv
     feat_dim: int = 128                     # frame feature size (Table 4 encoder output)
     hidden: int = 256                       # LSTM_f, LSTM_t and LSTM_prior hidden size (App. D)
     z_f: int = 256                          # d_zf (App. D: 256 SMMNIST/Sprites, 8 MUG)
@@ -64,24 +70,15 @@ class S3VAEConfig:
     dfp_out: int = 9                        # phi_a outputs: G*G flow cells, 3 landmark gaps, ...
     dfp_hidden: int = 256
     adv_steps: int = 0                      # static adversary phi_f: frames it predicts labels for (0 = none)
-    zt_input: str = "lstm_f"                # s3vae: what q(z_t) reads besides LSTM_f (module docstring)
+    zt_input: ZtInput = "lstm_f"            # s3vae: what q(z_t) reads besides LSTM_f (module docstring)
     logvar_init: float = 0.0                # initial bias of q(z_f)'s and q(z_t)'s log-variance (0: PyTorch's init)
-    mi_critic: str = "none"                 # "club": the variational q(z_t | z_f) of L_MI's CLUB estimate (losses.py)
+    mi_critic: MICritic = "none"            # "club": the variational q(z_t | z_f) of L_MI's CLUB estimate (losses.py)
     critic_hidden: int = 256
 
     def __post_init__(self):
-        if self.posterior not in POSTERIORS:
-            raise ValueError(f"posterior must be one of {POSTERIORS}, got {self.posterior!r}")
-        if self.static_lstm not in STATIC_LSTMS:
-            raise ValueError(f"static_lstm must be one of {STATIC_LSTMS}, got {self.static_lstm!r}")
-        if self.zt_input not in ZT_INPUTS:
-            raise ValueError(f"zt_input must be one of {ZT_INPUTS}, got {self.zt_input!r}")
-        if self.mi_critic not in MI_CRITICS:
-            raise ValueError(f"mi_critic must be one of {MI_CRITICS}, got {self.mi_critic!r}")
+        check_literals(self)
         if self.modality == "audio":
             return
-        if self.modality != "video":
-            raise ValueError(f"modality must be 'video' or 'audio', got {self.modality!r}")
         n = math.log2(self.image_size / 4) if self.image_size >= 4 else -1.0
         if n < 1 or n != int(n):
             raise ValueError(f"image_size must be 4 * 2^k (8, 16, 32, 64, 128, ...): the encoder halves it to 4x4 "
@@ -91,8 +88,6 @@ class S3VAEConfig:
             raise ValueError(f"image_size {self.image_size} needs log2({self.image_size}/4) = {n} stride-2 encoder "
                              f"layers to reach 4x4, so {n} enc_widths; got {len(self.enc_widths)} "
                              f"(enc_widths={self.enc_widths})")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         # upsample: every width after the first doubles the size; transposed: the output layer does too
         need = n + (1 if self.decoder == "upsample" else 0)
         if len(self.dec_widths) != need:

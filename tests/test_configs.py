@@ -179,3 +179,50 @@ def test_the_schema_keys_and_enums_are_the_dataclasses_fields_and_constants():
     for key, name in constants.items():
         assert set(model[key]["enum"]) == set(getattr(model_module, name)), key
     assert set(variant["posterior"]["enum"]) == set(model_module.POSTERIORS)
+
+
+def test_the_schema_blocks_of_the_judge_and_the_comparison_systems_are_their_dataclasses():
+    """One place per fact, for every other config block: each key of judge, mocogan, monkeynet and fhvae is a
+    field of the dataclass (or an argument of the function) that reads it, each enum that field's Literal."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from s3vae.comparisons import fhvae, mocogan, monkeynet
+    from s3vae.evaluation import judge
+
+    schema = yaml.safe_load(open(SCHEMA))["properties"]
+
+    def keys(block, *path):
+        node = schema[block]
+        for p in path:
+            node = node["properties"][p]
+        return node["properties"]
+
+    def fields(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def literal_enums(cls, block):
+        for k, v in typing.get_type_hints(cls).items():
+            if typing.get_origin(v) is typing.Literal and k in block:
+                assert set(block[k]["enum"]) == set(typing.get_args(v)), (cls.__name__, k)
+
+    train_args = set(inspect.signature(judge.train_judge).parameters) - {"train_shards", "test_shards", "out",
+                                                                          "metrics_out", "cfg", "log"}
+    block = keys("judge")
+    set_by_workflow = {"channels", "image_size", "frames", "heads", "dynamic", "feat_dim"}
+    assert set(block) == fields(judge.JudgeConfig) - set_by_workflow | train_args - {"threads"}
+    literal_enums(judge.JudgeConfig, block)
+    with pytest.raises(ValueError, match="spatial_pool"):
+        judge.JudgeConfig(spatial_pool="mean")
+    workflow_set = {"seed", "threads", "device"}
+    for module, name, model_cls, train_cls, model_set in (
+            (mocogan, "mocogan", mocogan.MoCoGANConfig, mocogan.MoCoGANTrainConfig,
+             {"channels", "image_size", "frames", "labels", "gen_widths", "disc_widths"}),
+            (monkeynet, "monkeynet", monkeynet.MonkeyNetConfig, monkeynet.MonkeyNetTrainConfig,
+             {"channels", "image_size"}),
+            (fhvae, "fhvae", fhvae.FHVAEConfig, fhvae.FHVAETrainConfig, {"feat_in", "n_sequences"})):
+        assert set(keys(name, "model")) == fields(model_cls) - model_set, name
+        assert set(keys(name, "train")) == fields(train_cls) - workflow_set, name
+        literal_enums(model_cls, keys(name, "model"))
+        literal_enums(train_cls, keys(name, "train"))

@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -19,10 +20,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s3vae.data import ClipDataset, batch_of, index_batches
-from s3vae.utils import atomic_torch_save, load_weights_only, pick_device, seed_everything
+from s3vae.utils import atomic_torch_save, check_literals, load_weights_only, pick_device, seed_everything
 
 # --- judge ------------------------------------------------------------------------------------
-FRAME_NETS = ("strided", "vgg")
+FrameNet = Literal["strided", "vgg"]
+SpatialPool = Literal["flatten", "max"]
+FRAME_NETS, SPATIAL_POOLS = get_args(FrameNet), get_args(SpatialPool)
 
 
 @dataclass
@@ -34,8 +37,11 @@ class JudgeConfig:
     dynamic: list = field(default_factory=lambda: ["action"])   # heads read the whole sequence
     width: int = 32
     feat_dim: int = 128
-    spatial_pool: str = "flatten"   # frame features from the flattened 4x4 map, or its "max" (moving objects)
-    frame_net: str = "strided"      # "strided": 4x4 stride-2 convs; "vgg": two 3x3 convs + 2x2 max-pool a level
+    spatial_pool: SpatialPool = "flatten"  # frame features from the flattened 4x4 map, or its "max" (moving objects)
+    frame_net: FrameNet = "strided"  # "strided": 4x4 stride-2 convs; "vgg": two 3x3 convs + 2x2 max-pool a level
+
+    def __post_init__(self):
+        check_literals(self)
 
 
 class Judge(nn.Module):
@@ -45,8 +51,6 @@ class Judge(nn.Module):
     def __init__(self, cfg: JudgeConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.frame_net not in FRAME_NETS:
-            raise ValueError(f"judge frame_net must be one of {FRAME_NETS}, got {cfg.frame_net!r}")
 
         def conv(c_in, c_out, k, stride, pad):
             return [nn.Conv2d(c_in, c_out, k, stride, pad), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
