@@ -14,8 +14,6 @@ run continues the same random stream as an uninterrupted one.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import signal
 import sys
@@ -43,7 +41,7 @@ from s3vae.losses import (
     s3vae_loss,
 )
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, check_literals, pick_device, resolve_amp, seed_everything
+from s3vae.utils import atomic_torch_save, check_literals, data_fingerprint, pick_device, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -137,11 +135,6 @@ def file_states(paths: list[str]) -> list[list]:
     return rows
 
 
-def data_fingerprint(paths: list[str]) -> str:
-    """Identity of the training files (path, size, mtime): a checkpoint resumes only on the same data."""
-    return hashlib.sha256(json.dumps([r[:3] for r in file_states(paths)]).encode()).hexdigest()
-
-
 def check_unchanged(before: list[list], paths: list[str]) -> None:
     """Refuse to yield a model when a training file was rewritten during training (mixed data)."""
     changed = [a[0] for a, b in zip(before, file_states(paths)) if a != b]
@@ -157,6 +150,8 @@ def _stale_reason(ck: dict, model_cfg: S3VAEConfig, cfg: TrainConfig, fingerprin
         return "a different configuration"
     if ck.get("data", fingerprint) != fingerprint:  # checkpoints from before the fingerprint: trusted
         return "different training data (shards rebuilt or changed since)"
+    if ck["epoch"] > cfg.epochs:
+        return f"more epochs ({ck['epoch']}) than the {cfg.epochs} asked"
     return None
 
 

@@ -143,19 +143,29 @@ def stop_when_orphaned(interval: float = 2.0) -> None:
     threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
+def data_fingerprint(paths: list[str]) -> str:
+    """Identity of input files (path, size, mtime): a checkpoint resumes only on the same data."""
+    import json
+
+    rows = [[str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
 class EpochCheckpoints:
     """Per-epoch resume for models trained outside ``s3vae.train`` (MoCoGAN, FHVAE): ``ckpt_dir/last.pt``
     holds the state dicts of ``parts`` (name -> module or optimiser), the RNG, the epoch and the history,
-    and resumes only a run with the same model and training settings (more epochs may be asked for)."""
+    and resumes only a run with the same model and training settings on the same input files
+    (``data_fingerprint`` of ``inputs``) that has not trained more epochs than asked; else it starts over."""
 
     IGNORED = ("threads", "epochs", "device")  # settings that may change between a run and its resume
 
-    def __init__(self, ckpt_dir, model_cfg, train_cfg, parts: dict, log=print):
+    def __init__(self, ckpt_dir, model_cfg, train_cfg, parts: dict, log=print, inputs=()):
         import json
 
-        self.last, self.parts, self.log = Path(ckpt_dir) / "last.pt", parts, log
+        self.last, self.parts, self.log, self.epochs = Path(ckpt_dir) / "last.pt", parts, log, train_cfg.epochs
         train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in self.IGNORED}
-        self.key = json.dumps({"model": dataclasses.asdict(model_cfg), "train": train}, sort_keys=True)
+        self.key = json.dumps({"model": dataclasses.asdict(model_cfg), "train": train,
+                               "data": data_fingerprint(list(inputs))}, sort_keys=True)
 
     def resume(self, device) -> tuple[int, list[dict]]:
         """(first epoch to train, history so far), after loading a matching checkpoint if there is one."""
@@ -163,7 +173,10 @@ class EpochCheckpoints:
             return 0, []
         ck = load_weights_only(self.last, device)
         if ck["key"] != self.key:
-            self.log(f"{self.last}: written with another configuration; starting over")
+            self.log(f"{self.last}: written with another configuration or other input data; starting over")
+            return 0, []
+        if ck["epoch"] > self.epochs:
+            self.log(f"{self.last}: trained {ck['epoch']} epochs, more than the {self.epochs} asked; starting over")
             return 0, []
         for name, part in self.parts.items():
             part.load_state_dict(ck[name])

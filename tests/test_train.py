@@ -106,6 +106,20 @@ def test_a_checkpoint_of_other_data_is_refused_or_restarted(shards, tmp_path):
     assert any("different configuration; starting over" in m for m in msgs) and out["history"][0]["mi"] == 0
 
 
+def test_fewer_epochs_than_a_finished_checkpoint_give_the_shorter_model(shards, tmp_path):
+    clips, labels = shards
+    short = train(clips, labels, tmp_path / "s.pt", tmp_path / "ck_s", MODEL, cfg(epochs=1), log=lambda *_: None)
+    train(clips, labels, tmp_path / "l.pt", tmp_path / "ck", MODEL, cfg(epochs=2), log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"more epochs \(2\) than the 1 asked"):
+        train(clips, labels, tmp_path / "x.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=lambda *_: None)
+    msgs = []
+    again = train(clips, labels, tmp_path / "x.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=msgs.append,
+                  on_stale="restart")                                        # the workflow's choice: retrain
+    assert any("starting over" in m for m in msgs) and len(again["history"]) == 1
+    for k, v in short["model"].items():
+        assert torch.equal(v, again["model"][k]), k
+
+
 def test_training_reduces_the_loss(shards, tmp_path):
     clips, labels = shards
     out = train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=6, lambda_scc=0, lambda_mi=0),

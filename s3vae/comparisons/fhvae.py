@@ -149,7 +149,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
     seed_everything(tcfg.seed)
     model = FHVAE(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log)
+    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log, inputs=clip_shards)
     start, history = checkpoints.resume(dev)
     seq_t, n_seg_t = torch.as_tensor(seq), torch.as_tensor(n_seg, dtype=torch.float32)
     for epoch in range(start, tcfg.epochs):

@@ -205,7 +205,8 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
                              betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
     opt_d = torch.optim.Adam([*model.d_image.parameters(), *model.d_video.parameters()], lr=tcfg.lr,
                              betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
-    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt_g": opt_g, "opt_d": opt_d}, log)
+    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt_g": opt_g, "opt_d": opt_d}, log,
+                                   inputs=clip_shards)
     start, history = checkpoints.resume(dev)
     names = list(cfg.labels)
     for epoch in range(start, tcfg.epochs):

@@ -304,7 +304,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
     seed_everything(tcfg.seed)
     model = MonkeyNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas))
-    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log)
+    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log, inputs=clip_shards)
     start, history = checkpoints.resume(dev)
     for epoch in range(start, tcfg.epochs):
         t0, sums = time.time(), {"l1": 0.0}
