@@ -342,8 +342,8 @@ class CriticFitter:
             for _ in range(self.steps):
                 fit = critic_fit(self.model, zf, zt, self.pairs)
                 if not torch.isfinite(fit):
-                    raise FloatingPointError(f"non-finite {TERMS['mi_fit']} ({float(fit)}): the critic diverged; "
-                                             "lower critic_lr or λ3; no weights were updated with it")
+                    raise FloatingPointError(f"non-finite {TERMS['mi_fit']} ({float(fit.detach())}): the critic "
+                                             "diverged; lower critic_lr or λ3; no weights were updated with it")
                 self.opt.zero_grad(set_to_none=True)
                 fit.backward()
                 self.opt.step()
