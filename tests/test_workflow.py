@@ -84,7 +84,11 @@ def test_tiny_pipeline_writes_table1_of_every_video_dataset(tiny_run, dataset):
         assert {p.name for p in figs.iterdir()} == {"swap.png", "swap.gif", "fixed_static.png",
                                                      "fixed_dynamic.png", "samples.png", "training.png"}
     steps = read_csv(tiny_run / f"results/{dataset}/models/full/seed1/steps.csv")
-    assert steps and all(float(r["recon"]) > 0 and float(r["adv"]) > 0 for r in steps)
+    # full: CLUB's bound with its critic's fit beside it, no adversary; full+adv adds the adversary
+    assert steps and all(float(r["recon"]) > 0 and r["mi"] != "" and r["mi_fit"] != "" and r["adv"] == ""
+                         for r in steps)
+    adv = read_csv(tiny_run / f"results/{dataset}/models/full+adv/seed1/steps.csv")
+    assert adv and all(float(r["adv"]) > 0 for r in adv)
     assert list((tiny_run / f"results/{dataset}/checkpoints/full/seed1/tb").glob("events.out.tfevents.*"))
     ckpt = tiny_run / f"results/{dataset}/checkpoints/full/seed1/last.pt"
     assert ckpt.exists()
