@@ -162,10 +162,15 @@ def check_frames(path: str | os.PathLike, frames: h5py.Dataset) -> None:
             data = frames[block[0]:block[-1] + 1] if contiguous else frames[block.tolist()]
         except OSError as e:
             raise ShardError(f"{path}: dataset 'frames' cannot be read ({e}); the file is damaged: {REBUILD}") from e
-        bad = ~np.isfinite(data.reshape(len(block), -1)).all(axis=1)
-        if bad.any():
-            raise ShardError(f"{path}: dataset 'frames', clip {int(block[bad.argmax()])} holds non-finite values "
-                             f"(NaN or inf): {REBUILD}")
+        check_finite(path, data, block)
+
+
+def check_finite(path, clips: np.ndarray, rows) -> None:
+    """Refuse clips (their shard ``rows``) holding NaN or inf, naming the first such clip."""
+    bad = ~np.isfinite(clips.reshape(len(clips), -1)).all(axis=1)
+    if bad.any():
+        raise ShardError(f"{path}: dataset 'frames', clip {int(rows[bad.argmax()])} holds non-finite values "
+                         f"(NaN or inf): {REBUILD}")
 
 
 def open_shard(path: str | os.PathLike, required: Sequence[str] = ()) -> h5py.File:
@@ -206,11 +211,7 @@ def read_shards(paths: Sequence[str | os.PathLike], keys: Sequence[str]) -> dict
                                      f"snakemake --forcerun <the rule that wrote it> (build_<dataset>_shards)") from e
                 if k == "frames" and np.issubdtype(parts[k][-1].dtype, np.floating):
                     # open_shard samples a large shard's clips; read in full, every clip is checked here
-                    x = parts[k][-1]
-                    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-                    if bad.any():
-                        raise ShardError(f"{p}: dataset 'frames', clip {int(bad.argmax())} holds non-finite values "
-                                         f"(NaN or inf): {REBUILD}")
+                    check_finite(p, parts[k][-1], np.arange(len(parts[k][-1])))
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
 
 

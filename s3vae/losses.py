@@ -149,12 +149,15 @@ def critic_fit(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step") -
 
     zf (M, Df), zt (M, T, Dt); ``pairs`` as in ``club_mi``."""
     with torch.autocast(zf.device.type, enabled=False):
-        x, y = zf.detach().float(), zt.detach().float()
-        y = y.mean(1) if pairs == "sequence" else y
-        mu, logvar = model.critic_q(x)
-        if pairs == "step":
-            mu, logvar = mu[:, None], logvar[:, None]                       # (M, 1, Dt)
-        return -log_normal(y, mu, logvar).sum(-1).mean()
+        y = zt.detach().float()
+        mu, logvar = _critic_q(model, zf.detach().float(), pairs)
+        return -log_normal(y.mean(1) if pairs == "sequence" else y, mu, logvar).sum(-1).mean()
+
+
+def _critic_q(model, zf: torch.Tensor, pairs: str, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(z_t | z_f)'s mean and log-variance, (M, Dt), or (M, 1, Dt) to broadcast over the steps."""
+    mu, logvar = model.critic_q(zf, frozen=frozen)
+    return (mu[:, None], logvar[:, None]) if pairs == "step" else (mu, logvar)
 
 
 def club_mi(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step", grad: str = "zt") -> torch.Tensor:
@@ -178,9 +181,7 @@ def club_mi(model, zf: torch.Tensor, zt: torch.Tensor, pairs: str = "step", grad
         y = zt.mean(1) if pairs == "sequence" else zt                       # (M, Dt) or (M, T, Dt)
         xf = zf if grad in ("zf", "both") else zf.detach()
         yt = y if grad in ("zt", "both") else y.detach()
-        mu, logvar = model.critic_q(xf, frozen=True)                        # (M, Dt)
-        if pairs == "step":
-            mu, logvar = mu[:, None], logvar[:, None]                       # (M, 1, Dt)
+        mu, logvar = _critic_q(model, xf, pairs, frozen=True)
         positive = log_normal(yt, mu, logvar).sum(-1)                       # (M,) or (M, T): log q(y_i | x_i)
         # log q(y_j | x_i) for all i, j: (M_i, M_j, ...)
         negative = log_normal(yt.unsqueeze(0), mu.unsqueeze(1), logvar.unsqueeze(1)).sum(-1).mean(1)

@@ -41,7 +41,15 @@ from s3vae.losses import (
     s3vae_loss,
 )
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, check_literals, data_fingerprint, pick_device, resolve_amp, seed_everything
+from s3vae.utils import (
+    atomic_torch_save,
+    check_literals,
+    data_fingerprint,
+    file_states,
+    pick_device,
+    resolve_amp,
+    seed_everything,
+)
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -124,15 +132,6 @@ def regression_stats(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     flat = values.reshape(-1, int(np.prod(values.shape[2:]))).astype(np.float64)  # (N, T, ...) -> (N*T, D)
     mean, std = np.nanmean(flat, 0), np.nanstd(flat, 0)
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32)
-
-
-def file_states(paths: list[str]) -> list[list]:
-    """(path, size, mtime, inode) of each file: what changes when a shard is rewritten or replaced."""
-    rows = []
-    for p in paths:
-        st = Path(p).stat()
-        rows.append([str(p), st.st_size, st.st_mtime_ns, st.st_ino])
-    return rows
 
 
 def check_unchanged(before: list[list], paths: list[str]) -> None:

@@ -143,12 +143,16 @@ def stop_when_orphaned(interval: float = 2.0) -> None:
     threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
+def file_states(paths: list[str]) -> list[list]:
+    """(path, size, mtime, inode) of each file: what changes when a shard is rewritten or replaced."""
+    return [[str(p), st.st_size, st.st_mtime_ns, st.st_ino] for p in paths for st in [Path(p).stat()]]
+
+
 def data_fingerprint(paths: list[str]) -> str:
     """Identity of input files (path, size, mtime): a checkpoint resumes only on the same data."""
     import json
 
-    rows = [[str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([r[:3] for r in file_states(paths)]).encode()).hexdigest()
 
 
 class EpochCheckpoints:

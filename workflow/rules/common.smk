@@ -224,7 +224,8 @@ def comparison_inputs(wildcards):
     """The tables compare_with_paper reads, keyed <dataset>_table<n>: every target dataset's."""
     tables = {}
     for ds in config["targets"]:
-        tables[f"{ds}_table{3 if ds in AUDIO else 1}"] = f"results/{ds}/table{3 if ds in AUDIO else 1}.csv"
+        main = 3 if ds in AUDIO else 1
+        tables[f"{ds}_table{main}"] = f"results/{ds}/table{main}.csv"
         if ds in config["table2"]["datasets"]:
             tables[f"{ds}_table2"] = f"results/{ds}/table2.csv"
     return tables
