@@ -15,12 +15,12 @@ import time
 import torch
 
 from s3vae.data import ClipDataset
-from s3vae.train import BatchDataset, epoch_batches
+from s3vae.engine import batch_loader, epoch_batches
 
 
 def clips_per_second(data: ClipDataset, batch: int, workers: int, n_batches: int) -> float:
-    batches = epoch_batches(len(data), batch, seed=0, epoch=0)[:n_batches]
-    loader = torch.utils.data.DataLoader(BatchDataset(data, batches), batch_size=None, num_workers=workers)
+    batches = epoch_batches(len(data), batch, torch.Generator().manual_seed(0))[:n_batches]
+    loader = batch_loader(data, batches, workers)
     t0 = time.perf_counter()
     n = sum(len(b["frames"]) for b in loader)
     return n / (time.perf_counter() - t0)

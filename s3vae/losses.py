@@ -199,7 +199,7 @@ MIGrad = Literal["zt", "zf", "both"]
 
 @dataclass
 class LossOptions:
-    """Everything eq. 9 needs besides the model and the batch (``TrainConfig`` holds the same names)."""
+    """Everything eq. 9 needs besides the model and the batch (``train.TrainConfig`` is built on it)."""
 
     lambda_scc: float = 1000.0        # λ1, App. D
     lambda_dfp: float = 100.0         # λ2
@@ -209,7 +209,7 @@ class LossOptions:
     scc_on: SCCOn = "samples"         # eq. 6 between posterior samples of z_f (literal) or means
     recon: Recon = "mse"              # -log p(x|z): Gaussian (squared error) or Bernoulli
     recon_weight: float = 1.0         # factor on -log p(x|z): the Gaussian's variance is 0.5 / w
-    dfp_kind: DFPKind = "topk"
+    dfp_kind: DFPKind = "topk"        # topk (cross-entropy), binary, regression (MSE)
     dfp_offset: int = 1               # the DFP labels cover frames dfp_offset..T-1 (flow starts at the 2nd)
     mi_estimator: MIEstimator = "mws"  # eq. 7-8 (the paper) or CLUB (club_mi)
     mi_reduce: MIReduce = "sum"       # mws: eq. 7 summed over t (the paper) or averaged (C-DSVAE's code)

@@ -155,48 +155,6 @@ def data_fingerprint(paths: list[str]) -> str:
     return hashlib.sha256(json.dumps([r[:3] for r in file_states(paths)]).encode()).hexdigest()
 
 
-class EpochCheckpoints:
-    """Per-epoch resume for models trained outside ``s3vae.train`` (MoCoGAN, FHVAE): ``ckpt_dir/last.pt``
-    holds the state dicts of ``parts`` (name -> module or optimiser), the RNG, the epoch and the history,
-    and resumes only a run with the same model and training settings on the same input files
-    (``data_fingerprint`` of ``inputs``) that has not trained more epochs than asked; else it starts over."""
-
-    IGNORED = ("threads", "epochs", "device")  # settings that may change between a run and its resume
-
-    def __init__(self, ckpt_dir, model_cfg, train_cfg, parts: dict, log=print, inputs=()):
-        import json
-
-        self.last, self.parts, self.log, self.epochs = Path(ckpt_dir) / "last.pt", parts, log, train_cfg.epochs
-        train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in self.IGNORED}
-        self.key = json.dumps({"model": dataclasses.asdict(model_cfg), "train": train,
-                               "data": data_fingerprint(list(inputs))}, sort_keys=True)
-
-    def resume(self, device) -> tuple[int, list[dict]]:
-        """(first epoch to train, history so far), after loading a matching checkpoint if there is one."""
-        if not self.last.exists():
-            return 0, []
-        ck = load_weights_only(self.last, device)
-        if ck["key"] != self.key:
-            self.log(f"{self.last}: written with another configuration or other input data; starting over")
-            return 0, []
-        if ck["epoch"] > self.epochs:
-            self.log(f"{self.last}: trained {ck['epoch']} epochs, more than the {self.epochs} asked; starting over")
-            return 0, []
-        for name, part in self.parts.items():
-            part.load_state_dict(ck[name])
-        torch.set_rng_state(ck["rng"])
-        self.log(f"resumed from {self.last} at epoch {ck['epoch']}")
-        return ck["epoch"], ck["history"]
-
-    def end_epoch(self, epoch: int, sums: dict, n_batches: int, seconds: float, history: list[dict]) -> None:
-        """Append the epoch's mean losses to ``history``, log them and save the checkpoint."""
-        row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, "seconds": round(seconds, 1)}
-        history.append(row)
-        self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        atomic_torch_save({**{k: p.state_dict() for k, p in self.parts.items()}, "rng": torch.get_rng_state(),
-                           "epoch": epoch + 1, "history": history, "key": self.key}, self.last)
-
-
 def save_trained(out: str | os.PathLike, model, cfg, train_cfg, history: list) -> dict:
     """A comparison system's final file: weights, both configs and the per-epoch history (``load_trained``)."""
     final = {"model": model.state_dict(), "config": dataclasses.asdict(cfg),

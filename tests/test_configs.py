@@ -208,7 +208,7 @@ def test_the_schema_blocks_of_the_judge_and_the_comparison_systems_are_their_dat
                 assert set(block[k]["enum"]) == set(typing.get_args(v)), (cls.__name__, k)
 
     train_args = set(inspect.signature(judge.train_judge).parameters) - {"train_shards", "test_shards", "out",
-                                                                          "metrics_out", "cfg", "log"}
+                                                                          "metrics_out", "cfg", "log", "ckpt_dir"}
     block = keys("judge")
     set_by_workflow = {"channels", "image_size", "frames", "heads", "dynamic", "feat_dim"}
     assert set(block) == fields(judge.JudgeConfig) - set_by_workflow | train_args - {"threads"}

@@ -27,8 +27,6 @@ FSDD utterances the softmax over all training sequences is cheap).
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,11 +34,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from s3vae.data import ClipDataset, batch_of
+from s3vae.data import ClipDataset
+from s3vae.engine import At, fit_system, prelude
 from s3vae.model import reparameterize
-from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything
+from s3vae.utils import load_trained, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -139,35 +137,26 @@ def _sequence_index(utterances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FHVAEConfig,
           tcfg: FHVAETrainConfig, log=print) -> dict:
-    """Train on audio segment shards (``/labels/utterance`` names the sequence); resumable per epoch."""
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    dev = pick_device(tcfg.device)
+    """Train on audio segment shards (``/labels/utterance`` names the sequence; ``engine.fit_system``:
+    resumable mid-epoch, a stale checkpoint retrains)."""
+    dev = prelude(tcfg.threads, tcfg.device)
     data = ClipDataset(clip_shards, preload=True)
     seq, n_seg = _sequence_index(data.arrays("labels/utterance"))
     cfg = FHVAEConfig(**{**asdict(cfg), "n_sequences": int(seq.max()) + 1})
     seed_everything(tcfg.seed)
     model = FHVAE(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log, inputs=clip_shards)
-    start, history = checkpoints.resume(dev)
     seq_t, n_seg_t = torch.as_tensor(seq), torch.as_tensor(n_seg, dtype=torch.float32)
-    for epoch in range(start, tcfg.epochs):
-        t0, sums = time.time(), {}
-        g = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
-        order = torch.randperm(len(data), generator=g)
-        batches = [order[i:i + tcfg.batch_size] for i in range(0, len(order) - tcfg.batch_size + 1, tcfg.batch_size)]
-        model.train()
-        for idx in tqdm(batches, desc=f"fhvae epoch {epoch + 1}/{tcfg.epochs}", file=sys.stderr, mininterval=30):
-            x = batch_of(data, idx.tolist())["frames"].to(dev)
-            loss, parts = model.loss(x, seq_t[idx].to(dev), n_seg_t[idx].to(dev), tcfg.alpha)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-        checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
-    return save_trained(out, model, cfg, tcfg, history)
+
+    def step(b: dict, at: At) -> dict:
+        idx = torch.as_tensor(at.indices)
+        loss, parts = model.loss(b["frames"].to(dev), seq_t[idx].to(dev), n_seg_t[idx].to(dev), tcfg.alpha)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return parts
+
+    return fit_system("fhvae", data, model, {"opt": opt}, step, out, ckpt_dir, cfg, tcfg, clip_shards, dev, log)
 
 
 def load(path, device="cpu") -> FHVAE:

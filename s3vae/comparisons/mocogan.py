@@ -27,8 +27,6 @@ Choices the MoCoGAN paper leaves open, as its official code makes them where it 
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything
+from s3vae.data import ClipDataset
+from s3vae.engine import At, fit_system, prelude
+from s3vae.utils import load_trained, seed_everything
 
 
 @dataclass
@@ -192,46 +190,33 @@ def generator_loss(model: MoCoGAN, fake, labels, pick, lambda_category: float) -
 
 def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: MoCoGANConfig,
           tcfg: MoCoGANTrainConfig, log=print) -> dict:
-    """Train, resuming from ``ckpt_dir/last.pt`` (same configuration) after every finished epoch."""
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    dev = pick_device(tcfg.device)
+    """Train (``engine.fit_system``: resumable mid-epoch, a stale checkpoint retrains)."""
+    dev = prelude(tcfg.threads, tcfg.device)
     data = ClipDataset(clip_shards, preload=tcfg.preload)
-    if len(data) < tcfg.batch_size:
-        raise ValueError(f"{len(data)} training clips is fewer than one batch of {tcfg.batch_size}")
     seed_everything(tcfg.seed)
     model = MoCoGAN(cfg).to(dev)
     opt_g = torch.optim.Adam([*model.generator.parameters(), *model.motion.parameters()], lr=tcfg.lr,
                              betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
     opt_d = torch.optim.Adam([*model.d_image.parameters(), *model.d_video.parameters()], lr=tcfg.lr,
                              betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
-    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt_g": opt_g, "opt_d": opt_d}, log,
-                                   inputs=clip_shards)
-    start, history = checkpoints.resume(dev)
     names = list(cfg.labels)
-    for epoch in range(start, tcfg.epochs):
-        t0, sums = time.time(), {"d_loss": 0.0, "g_loss": 0.0}
-        g = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
-        order = torch.randperm(len(data), generator=g).tolist()
-        batches = [order[i:i + tcfg.batch_size] for i in range(0, len(order) - tcfg.batch_size + 1, tcfg.batch_size)]
-        model.train()
-        for idx in tqdm(batches, desc=f"mocogan epoch {epoch + 1}/{tcfg.epochs}", file=sys.stderr, mininterval=30):
-            b = batch_of(data, idx)
-            real, labels = b["frames"].to(dev), {k: b[k] for k in names}
-            fake = model.generate(labels, len(idx), real.shape[1])   # conditioned on the real batch's labels
-            pick = torch.randint(0, real.shape[1], (len(idx),), device=dev)  # D_I: one frame per clip
-            d_loss = discriminator_loss(model, real, fake.detach(), labels, pick, tcfg.lambda_category)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            g_loss = generator_loss(model, fake, labels, pick, tcfg.lambda_category)  # the updated discriminators
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            sums["d_loss"] += d_loss.item()
-            sums["g_loss"] += g_loss.item()
-        checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
-    return save_trained(out, model, cfg, tcfg, history)
+
+    def step(b: dict, at: At) -> dict:
+        real, labels, B = b["frames"].to(dev), {k: b[k] for k in names}, len(at.indices)
+        fake = model.generate(labels, B, real.shape[1])          # conditioned on the real batch's labels
+        pick = torch.randint(0, real.shape[1], (B,), device=dev)  # D_I: one frame per clip
+        d_loss = discriminator_loss(model, real, fake.detach(), labels, pick, tcfg.lambda_category)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = generator_loss(model, fake, labels, pick, tcfg.lambda_category)  # the updated discriminators
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    return fit_system("mocogan", data, model, {"opt_g": opt_g, "opt_d": opt_d}, step, out, ckpt_dir, cfg, tcfg,
+                      clip_shards, dev, log)
 
 
 def load(path, device="cpu") -> MoCoGAN:

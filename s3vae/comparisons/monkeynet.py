@@ -47,8 +47,6 @@ Choices where MonkeyNet's paper is silent, and where we depart from it:
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -56,10 +54,10 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from s3vae.data import ClipDataset, batch_of
-from s3vae.utils import EpochCheckpoints, load_trained, pick_device, save_trained, seed_everything
+from s3vae.data import ClipDataset
+from s3vae.engine import At, fit_system, prelude
+from s3vae.utils import load_trained, seed_everything
 
 
 @dataclass
@@ -293,34 +291,23 @@ def frame_pairs(frames: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor,
 
 def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: MonkeyNetConfig,
           tcfg: MonkeyNetTrainConfig, log=print) -> dict:
-    """Train on frame pairs of the training clips, resuming from ``ckpt_dir/last.pt`` (same configuration)
-    after every finished epoch."""
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    dev = pick_device(tcfg.device)
+    """Train on frame pairs of the training clips, drawn from the epoch's shuffling generator
+    (``engine.fit_system``: resumable mid-epoch, a stale checkpoint retrains)."""
+    dev = prelude(tcfg.threads, tcfg.device)
     data = ClipDataset(clip_shards, preload=tcfg.preload)
-    if len(data) < tcfg.batch_size:
-        raise ValueError(f"{len(data)} training clips is fewer than one batch of {tcfg.batch_size}")
     seed_everything(tcfg.seed)
     model = MonkeyNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas))
-    checkpoints = EpochCheckpoints(ckpt_dir, cfg, tcfg, {"model": model, "opt": opt}, log, inputs=clip_shards)
-    start, history = checkpoints.resume(dev)
-    for epoch in range(start, tcfg.epochs):
-        t0, sums = time.time(), {"l1": 0.0}
-        g = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)   # the epoch's order and frame pairs
-        order = torch.randperm(len(data), generator=g).tolist()
-        batches = [order[i:i + tcfg.batch_size] for i in range(0, len(order) - tcfg.batch_size + 1, tcfg.batch_size)]
-        model.train()
-        for idx in tqdm(batches, desc=f"monkeynet epoch {epoch + 1}/{tcfg.epochs}", file=sys.stderr, mininterval=30):
-            source, driving = frame_pairs(batch_of(data, idx)["frames"], g)
-            loss = reconstruction_loss(model, source.to(dev), driving.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums["l1"] += loss.item()
-        checkpoints.end_epoch(epoch, sums, len(batches), time.time() - t0, history)
-    return save_trained(out, model, cfg, tcfg, history)
+
+    def step(b: dict, at: At) -> dict:
+        source, driving = frame_pairs(b["frames"], at.gen)
+        loss = reconstruction_loss(model, source.to(dev), driving.to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"l1": loss.item()}
+
+    return fit_system("monkeynet", data, model, {"opt": opt}, step, out, ckpt_dir, cfg, tcfg, clip_shards, dev, log)
 
 
 def load(path, device="cpu") -> MonkeyNet:

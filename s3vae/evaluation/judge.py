@@ -9,7 +9,6 @@ so that every generated-clip score (``s3vae.evaluation.metrics``) can be read ag
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -17,10 +16,11 @@ from typing import Literal, get_args
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from s3vae.checkpoint import Checkpoint
 from s3vae.data import ClipDataset, batch_of, index_batches
-from s3vae.utils import atomic_torch_save, check_literals, load_weights_only, pick_device, seed_everything
+from s3vae.engine import At, Schedule, fit, prelude
+from s3vae.utils import atomic_torch_save, check_literals, load_trained, seed_everything
 
 # --- judge ------------------------------------------------------------------------------------
 FrameNet = Literal["strided", "vgg"]
@@ -117,7 +117,7 @@ def random_blur(x: torch.Tensor, max_sigma: float, g: torch.Generator) -> torch.
 
 def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, epochs: int = 3,
                 batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: str = "auto",
-                threads: int = 0, blur: float = 0.0, train_frames: int = 0, log=print) -> dict:
+                threads: int = 0, blur: float = 0.0, train_frames: int = 0, log=print, ckpt_dir=None) -> dict:
     """Train the judge on real training clips; report its accuracy on the real test clips.
 
     ``blur`` > 0: every training clip is blurred by a random Gaussian (sigma up to ``blur`` pixels), so
@@ -125,36 +125,38 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
     blur of real clips otherwise flips the skin colour it reads: docs/departures.md). Its accuracy
     on sharp and on blurred real test clips is reported. ``train_frames`` > 0 (judges with static heads
     only): each training clip contributes that many random frames (the heads average over frames, so
-    this trains as many clips for a fraction of the cost); testing reads every frame."""
+    this trains as many clips for a fraction of the cost); testing reads every frame. Resumable mid-epoch
+    from ``ckpt_dir`` (default: ``checkpoints/`` beside ``out``); a stale checkpoint retrains."""
     if train_frames and cfg.dynamic:
         raise ValueError("train_frames needs a judge without dynamic heads (they read the whole clip)")
-    if threads:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
+    dev = prelude(threads, device)
     seed_everything(seed)
     train_data = ClipDataset(train_shards, preload=True)
     test_data = ClipDataset(test_shards, preload=True)
     judge = Judge(cfg).to(dev)
     opt = torch.optim.Adam(judge.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        judge.train()
-        total = 0.0
-        batches = index_batches(len(train_data), batch_size, True, g)
-        for idx in tqdm(batches, desc=f"judge epoch {epoch + 1}/{epochs}", file=sys.stderr, mininterval=30):
-            b = batch_of(train_data, idx)
-            x = b["frames"]
-            if train_frames:
-                keep = torch.rand(x.shape[:2], generator=g).argsort(1)[:, :train_frames]      # (B, k)
-                x = x[torch.arange(len(x))[:, None], keep]                                # (B, k, C, H, W)
-            x = random_blur(x, blur, g) if blur > 0 else x
-            logits = judge(x.to(dev))
-            loss = sum(F.cross_entropy(logits[k], b[k].to(dev)) for k in cfg.heads)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        log(f"judge epoch {epoch + 1}: mean loss {total / len(batches):.4f}")
+
+    def step(b: dict, at: At) -> dict:
+        x = b["frames"]
+        if train_frames:
+            keep = torch.rand(x.shape[:2], generator=at.gen).argsort(1)[:, :train_frames]  # (B, k)
+            x = x[torch.arange(len(x))[:, None], keep]                                    # (B, k, C, H, W)
+        x = random_blur(x, blur, at.gen) if blur > 0 else x
+        logits = judge(x.to(dev))
+        loss = sum(F.cross_entropy(logits[k], b[k].to(dev)) for k in cfg.heads)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    settings = dict(batch_size=batch_size, lr=lr, seed=seed, blur=blur, train_frames=train_frames)
+    ckpt = Checkpoint(ckpt_dir or Path(out).parent / "checkpoints", {"model": asdict(cfg), "train": settings},
+                      list(train_shards), epochs, log, on_stale="restart")
+    parts = {"model": judge, "opt": opt}
+    progress = ckpt.restore(parts, dev)
+    # one shuffling generator for the whole run, seeded once, that the steps draw from too
+    fit("judge", train_data, parts, step, ckpt, Schedule(epochs, batch_size, seed, salt=None, drop_last=False),
+        progress, dev, log)
     metrics = {"test_accuracy": judge_accuracy(judge, test_data, dev),
                "test_accuracy_blurred": judge_accuracy(judge, test_data, dev, blur=1.0),
                "train_accuracy": judge_accuracy(judge, train_data, dev),
@@ -166,7 +168,4 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
 
 
 def load_judge(path, device="cpu") -> Judge:
-    ck = load_weights_only(path, device)
-    judge = Judge(JudgeConfig(**ck["config"])).to(device)
-    judge.load_state_dict(ck["model"])
-    return judge.eval()
+    return load_trained(path, Judge, JudgeConfig, device)

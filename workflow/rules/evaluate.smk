@@ -12,6 +12,7 @@ rule train_judge:
     params:
         judge=lambda wc: {**config["judge"], **config.get("judge_overrides", {}).get(wc.dataset, {})},
         dataset=lambda wc: dataset_cfg(wc.dataset),
+        ckpt_dir="results/{dataset}/checkpoints/judge",
     wildcard_constraints:
         dataset=one_of(VIDEO),
     threads: config["train"]["threads"]

@@ -13,4 +13,4 @@ arch = {k: jc.pop(k) for k in ("width", "spatial_pool", "frame_net") if k in jc}
 cfg = JudgeConfig(channels=ds["model"]["channels"], image_size=ds["model"]["image_size"], frames=ds["frames"],
                   heads=ds["labels"], dynamic=ds["dynamic_labels"], **arch)
 train_judge(snakemake.input.train, snakemake.input.test, snakemake.output.judge, snakemake.output.metrics, cfg,
-            threads=snakemake.threads, **jc)
+            threads=snakemake.threads, ckpt_dir=snakemake.params.ckpt_dir, **jc)
