@@ -131,6 +131,43 @@ def test_slurm_profile_places_every_gpu_rule_and_the_cluster_test_overrides_it()
     assert all(f"{r}:slurm_partition=debug" in script for r in placed)
 
 
+def test_slurm_runs_ask_for_job_states_a_cluster_without_accounting_can_answer():
+    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["slurm-status-command"] == "squeue"      # sacct needs an accounting database
+
+
+def _fake_slurm(tmp_path, jobs: str) -> dict:
+    """squeue printing ``jobs`` and a no-op scancel, first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\nprintf '{jobs}'\n")
+    (bin_dir / "scancel").write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "POLL_S": "1"}
+
+
+@pytest.mark.parametrize("jobs, stalls", [("", True), ("17\\n", False)])
+def test_the_cluster_test_stops_a_run_whose_job_states_stop_changing(tmp_path, jobs, stalls):
+    """tests/slurm/watch_run.sh: with no SLURM job queued or running and a silent log, the run is stopped
+    with a message after STALL_S seconds; while a job runs, it waits for the run to end by itself."""
+    log = tmp_path / "slurm.log"
+    log.write_text("waiting\n")
+    import threading
+
+    run = subprocess.Popen(["sleep", "60" if stalls else "5"])
+    threading.Thread(target=run.wait, daemon=True).start()        # reaped when it ends, as bash does
+    t0 = time.monotonic()
+    proc = subprocess.run([str(ROOT / "tests/slurm/watch_run.sh"), str(run.pid), str(log), "2"], capture_output=True,
+                          text=True, timeout=60, env=_fake_slurm(tmp_path, jobs))
+    run.wait(timeout=10)
+    if stalls:
+        assert proc.returncode == 1 and "the SLURM run stalled" in proc.stdout and run.returncode != 0
+        assert time.monotonic() - t0 < 30                         # not the run's 60 s
+    else:
+        assert proc.returncode == 0 and run.returncode == 0
+
+
 def test_snakemake_lint_finds_nothing(tmp_path):
     """`snakemake --lint` exits 0 (CI runs it here): a log and a conda environment per rule, literal paths,
     helper functions in common.smk only."""
