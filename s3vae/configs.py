@@ -14,9 +14,9 @@ def dfp_spec(config: dict, dataset: str, variant: str) -> dict:
     """What L_DFP reads for this (dataset, variant): pseudo-labels, or ground truth for baseline-sv."""
     ds = config["datasets"][dataset]
     if config["variants"][variant].get("dfp_labels", "pseudo") == "ground_truth":
-        if "dfp_sv" not in ds:
-            raise ValueError(f"variant {variant!r} needs datasets.{dataset}.dfp_sv (ground-truth DFP labels)")
-        return ds["dfp_sv"]
+        if "dfp_ground_truth" not in ds:
+            raise ValueError(f"variant {variant!r} needs datasets.{dataset}.dfp_ground_truth (ground-truth DFP labels)")
+        return ds["dfp_ground_truth"]
     return ds["dfp"]
 
 
@@ -87,7 +87,7 @@ def monkeynet_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict
 def fhvae_configs(config: dict, dataset: str, seed: int) -> tuple[dict, dict]:
     """FHVAEConfig and FHVAETrainConfig fields for an audio dataset (``fhvae`` in the config)."""
     ds, f = config["datasets"][dataset], config["fhvae"]
-    model = {"feat_in": ds["model"]["feat_in"], **f["model"]}
+    model = {"audio_features": ds["model"]["audio_features"], **f["model"]}
     train = {**f["train"], "seed": int(seed), **{k: config["train"][k] for k in ("threads", "device")}}
     return model, train
 

@@ -57,7 +57,8 @@ class S3VAEConfig:
     modality: Modality = "video"            # "video" (conv encoder/decoder) or "audio" (MLP on feature frames)
     posterior: Posterior = "s3vae"          # "s3vae" | "dsvae-factorised" | "dsvae-full" (module docstring)
     static_lstm: StaticLSTM = "forward"     # s3vae: LSTM_f "forward" or "bidirectional" (module docstring)
-    feat_in: int = 80                       # audio: feature-frame size D (80-d log-mel)
+    audio_features: int = 80                # audio: features per frame, D (80 log-mel bins)
+    audio_width: int = 256                  # audio: width of the MLP frame encoder and decoder
     channels: int = 3                       # d_img: 1 for SMMNIST, 3 for Sprites/MUG
     image_size: int = 64
     enc_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])       # Table 4
@@ -74,6 +75,13 @@ class S3VAEConfig:
     logvar_init: float = 0.0                # initial bias of q(z_f)'s and q(z_t)'s log-variance (0: PyTorch's init)
     mi_critic: MICritic = "none"            # "club": the variational q(z_t | z_f) of L_MI's CLUB estimate (losses.py)
     critic_hidden: int = 256
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "S3VAEConfig":
+        """A config a checkpoint holds; audio models written before ``audio_width`` read it from dec_widths[0]."""
+        if d.get("modality") == "audio" and "audio_width" not in d:
+            d = {**d, "audio_width": d["dec_widths"][0]}
+        return cls(**d)
 
     def __post_init__(self):
         check_literals(self)
@@ -196,8 +204,8 @@ class AudioFrameEncoder(nn.Module):
 
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()
-        h = cfg.dec_widths[0]
-        self.net = nn.Sequential(nn.Linear(cfg.feat_in, h), nn.LeakyReLU(0.2, inplace=True),
+        h = cfg.audio_width
+        self.net = nn.Sequential(nn.Linear(cfg.audio_features, h), nn.LeakyReLU(0.2, inplace=True),
                                  nn.Linear(h, h), nn.LeakyReLU(0.2, inplace=True),
                                  nn.Linear(h, cfg.feat_dim), nn.Tanh())
 
@@ -210,9 +218,9 @@ class AudioFrameDecoder(nn.Module):
 
     def __init__(self, cfg: S3VAEConfig):
         super().__init__()
-        h = cfg.dec_widths[0]
+        h = cfg.audio_width
         self.net = nn.Sequential(nn.Linear(cfg.z_f + cfg.z_t, h), nn.LeakyReLU(0.2, inplace=True),
-                                 nn.Linear(h, h), nn.LeakyReLU(0.2, inplace=True), nn.Linear(h, cfg.feat_in))
+                                 nn.Linear(h, h), nn.LeakyReLU(0.2, inplace=True), nn.Linear(h, cfg.audio_features))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, Df+Dt) -> (N, D)
         return self.net(z)
@@ -352,7 +360,7 @@ class S3VAE(nn.Module):
     @property
     def decoder_shape(self) -> tuple[int, ...]:
         if self.cfg.modality == "audio":
-            return (self.cfg.feat_in,)
+            return (self.cfg.audio_features,)
         return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -58,7 +58,8 @@ class TrainConfig(LossOptions):
 def model_input(model_cfg: S3VAEConfig) -> dict:
     """The stored frame shape this model reads, for ``ClipDataset`` to check each shard against when opened."""
     if model_cfg.modality == "audio":
-        return {"clip_shape": (model_cfg.feat_in,), "expected": f"model feat_in = {model_cfg.feat_in}"}
+        d = model_cfg.audio_features
+        return {"clip_shape": (d,), "expected": f"model audio_features = {d}"}
     size, c = model_cfg.image_size, model_cfg.channels
     return {"clip_shape": (size, size, c), "expected": f"model image_size = {size}, channels = {c}"}
 
@@ -271,10 +272,10 @@ class StepLog:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> S3VAE:
-    from s3vae.utils import load_weights_only
+    from s3vae.utils import load_weights_only, saved_config
 
     ck = load_weights_only(path, device)
-    model = S3VAE(S3VAEConfig(**ck["model_config"])).to(device)
+    model = S3VAE(saved_config(S3VAEConfig, ck["model_config"])).to(device)
     model.load_state_dict(ck["model"])
     return model.eval()
 

@@ -163,10 +163,22 @@ def save_trained(out: str | os.PathLike, model, cfg, train_cfg, history: list) -
     return final
 
 
+# Config fields renamed since files were written: old name -> new name (files keep loading).
+RENAMED_FIELDS = {"feat_in": "audio_features"}
+
+
+def saved_config(config_cls, d: dict):
+    """``config_cls`` from a config dict a checkpoint holds, written under today's or an earlier field name."""
+    d = {RENAMED_FIELDS.get(k, k): v for k, v in d.items()}
+    if hasattr(config_cls, "from_saved"):
+        return config_cls.from_saved(d)
+    return config_cls(**d)
+
+
 def load_trained(path: str | os.PathLike, model_cls, config_cls, device="cpu"):
-    """A comparison system's final file (``{"model": state dict, "config": dict, ...}``) as a model in eval
-    mode; ``weights_only`` loading."""
+    """A trained file (``{"model": state dict, "config": dict, ...}``: a comparison system, the judge) as a
+    model in eval mode; ``weights_only`` loading."""
     ck = load_weights_only(path, device)
-    model = model_cls(config_cls(**ck["config"])).to(device)
+    model = model_cls(saved_config(config_cls, ck["config"])).to(device)
     model.load_state_dict(ck["model"])
     return model.eval()

@@ -310,7 +310,7 @@ def _clips(path, shape, dtype=np.uint8):
 @pytest.mark.parametrize("shape,model,found", [
     ((8, 5, 8, 8, 3), dict(image_size=16, channels=3), r"\(8, 8, 3\), but the model reads \(16, 16, 3\)"),
     ((8, 5, 16, 16, 1), dict(image_size=16, channels=3), r"\(16, 16, 1\), but the model reads \(16, 16, 3\)"),
-    ((8, 5, 40), dict(modality="audio", feat_in=80), r"\(40,\), but the model reads \(80,\)"),     # mel bins
+    ((8, 5, 40), dict(modality="audio", audio_features=80), r"\(40,\), but the model reads \(80,\)"),     # mel bins
 ])
 def test_training_refuses_a_shard_of_another_shape_at_open(tmp_path, shape, model, found):
     from s3vae.model import S3VAEConfig
@@ -364,7 +364,8 @@ def test_a_non_finite_loss_names_the_shards_and_clips_of_its_batch(tmp_path, val
     data = np.zeros((8, 5, 10), np.float32)
     data[:, :, 0] = value                                     # finite, but its squared error overflows
     path = raw_shard(tmp_path / "train_0.h5", data)
-    mcfg = S3VAEConfig(modality="audio", feat_in=10, dec_widths=[8], feat_dim=8, hidden=8, z_f=4, z_t=4, dfp_out=1)
+    mcfg = S3VAEConfig(modality="audio", audio_features=10, audio_width=8, feat_dim=8, hidden=8, z_f=4, z_t=4,
+                       dfp_out=1)
     with pytest.raises(FloatingPointError, match=rf"non-finite .* at epoch 1, step 1 \(its batch: {path} clips \["):
         train([str(path)], {}, tmp_path / "m.pt", tmp_path / "ck", mcfg,
               TrainConfig(epochs=1, batch_size=4, lambda_scc=0, lambda_dfp=0, lambda_mi=0), log=lambda *_: None)
@@ -455,7 +456,8 @@ def test_a_shard_rewritten_during_training_yields_no_model(tmp_path, rewrite):
             else:
                 os.utime(path, ns=(1, 1))
 
-    mcfg = S3VAEConfig(modality="audio", feat_in=10, dec_widths=[8], feat_dim=8, hidden=8, z_f=4, z_t=4, dfp_out=1)
+    mcfg = S3VAEConfig(modality="audio", audio_features=10, audio_width=8, feat_dim=8, hidden=8, z_f=4, z_t=4,
+                       dfp_out=1)
     with pytest.raises(ShardError, match=rf"{path}: changed while training .* was not written"):
         train([str(path)], {}, tmp_path / "m.pt", tmp_path / "ck", mcfg,
               TrainConfig(epochs=1, batch_size=4, lambda_scc=0, lambda_dfp=0, lambda_mi=0), log=lambda *_: None,

@@ -29,3 +29,23 @@ def test_comparison_system_checkpoint_from_before_the_move_loads():
 
     model = load_trained(FIXTURES / "premove_fhvae.pt", FHVAE, FHVAEConfig)
     assert not model.training and model.cfg.n_sequences == 3
+
+
+def test_an_audio_model_written_before_the_renames_loads(tmp_path):
+    """``feat_in`` became ``audio_features``, and the audio MLP width left ``dec_widths[0]`` for ``audio_width``:
+    a model file with the old names loads and computes the same."""
+    import dataclasses
+
+    from s3vae.model import S3VAE, S3VAEConfig
+    from s3vae.train import load_model
+
+    cfg = S3VAEConfig(modality="audio", audio_features=6, audio_width=12, feat_dim=8, hidden=8, z_f=4, z_t=4)
+    model = S3VAE(cfg).eval()
+    old = dataclasses.asdict(cfg)
+    old["feat_in"] = old.pop("audio_features")
+    old.pop("audio_width")
+    old["dec_widths"] = [12]
+    torch.save({"model": model.state_dict(), "model_config": old}, tmp_path / "old.pt")
+    x = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "old.pt").encode(x)["zf_mu"], model.encode(x)["zf_mu"])

@@ -19,8 +19,8 @@ def test_every_default_model_config_builds():
     c = config()
     for ds in c["datasets"]:
         for v in c["variants"]:
-            if c["variants"][v].get("dfp_labels") == "ground_truth" and "dfp_sv" not in c["datasets"][ds]:
-                with pytest.raises(ValueError, match="dfp_sv"):
+            if c["variants"][v].get("dfp_labels") == "ground_truth" and "dfp_ground_truth" not in c["datasets"][ds]:
+                with pytest.raises(ValueError, match="dfp_ground_truth"):
                     configs.train_config(c, ds, v, 1)
                 continue
             from_dict(S3VAEConfig, configs.model_config(c, ds, v))
@@ -221,7 +221,7 @@ def test_the_schema_blocks_of_the_judge_and_the_comparison_systems_are_their_dat
              {"channels", "image_size", "frames", "labels", "gen_widths", "disc_widths"}),
             (monkeynet, "monkeynet", monkeynet.MonkeyNetConfig, monkeynet.MonkeyNetTrainConfig,
              {"channels", "image_size"}),
-            (fhvae, "fhvae", fhvae.FHVAEConfig, fhvae.FHVAETrainConfig, {"feat_in", "n_sequences"})):
+            (fhvae, "fhvae", fhvae.FHVAEConfig, fhvae.FHVAETrainConfig, {"audio_features", "n_sequences"})):
         assert set(keys(name, "model")) == fields(model_cls) - model_set, name
         assert set(keys(name, "train")) == fields(train_cls) - workflow_set, name
         literal_enums(model_cls, keys(name, "model"))

@@ -209,7 +209,8 @@ def test_fhvae_trains(device, tmp_path):
         f.create_dataset("frames", data=rng.normal(0, 1, (48, 5, 6)).astype(np.float32))
         f.create_dataset("labels/utterance", data=np.repeat(np.arange(12), 4))
         f.create_dataset("labels/speaker", data=np.repeat(np.arange(12) % 3, 4))
-    out = train_fhvae([str(path)], tmp_path / "m.pt", tmp_path / "ck", FHVAEConfig(feat_in=6, hidden=16, z_dim=4),
+    out = train_fhvae([str(path)], tmp_path / "m.pt", tmp_path / "ck",
+                      FHVAEConfig(audio_features=6, hidden=16, z_dim=4),
                       FHVAETrainConfig(epochs=1, batch_size=8, device=device, threads=1), log=quiet)
     assert np.isfinite(out["history"][0]["loss"])
     enc = load(tmp_path / "m.pt", device).encode(torch.randn(3, 5, 6, device=device))

@@ -7,7 +7,7 @@ import torch
 from s3vae.comparisons.fhvae import FHVAE, FHVAEConfig, FHVAETrainConfig, load, train
 from s3vae.evaluation.verification import speaker_verification
 
-CFG = FHVAEConfig(feat_in=6, hidden=16, z_dim=4)
+CFG = FHVAEConfig(audio_features=6, hidden=16, z_dim=4)
 
 
 def tiny_segments(path, n_utt=12, per_utt=4, seed=0, first_id=0):
@@ -24,7 +24,7 @@ def tiny_segments(path, n_utt=12, per_utt=4, seed=0, first_id=0):
 
 
 def test_shapes_and_a_finite_loss():
-    m = FHVAE(FHVAEConfig(feat_in=6, hidden=16, z_dim=4, n_sequences=3))
+    m = FHVAE(FHVAEConfig(audio_features=6, hidden=16, z_dim=4, n_sequences=3))
     x = torch.randn(5, 7, 6)
     enc = m.encode(x)
     assert enc["zf_mu"].shape == (5, 4) and enc["zt_mu"].shape == (5, 1, 4)

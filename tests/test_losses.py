@@ -207,7 +207,7 @@ def test_recon_weight_scales_only_the_reconstruction_term():
 def _club_model(z_f=4, z_t=3):
     from s3vae.model import S3VAE, S3VAEConfig
 
-    return S3VAE(S3VAEConfig(modality="audio", feat_in=8, dec_widths=[8], feat_dim=8, hidden=8, z_f=z_f, z_t=z_t,
+    return S3VAE(S3VAEConfig(modality="audio", audio_features=8, audio_width=8, feat_dim=8, hidden=8, z_f=z_f, z_t=z_t,
                              dfp_out=1, mi_critic="club", critic_hidden=32))
 
 

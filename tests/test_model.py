@@ -173,7 +173,7 @@ def test_every_posterior_and_modality_trains_with_all_losses(posterior, static_l
                           hidden=16, z_f=8, z_t=4, dfp_out=9, posterior=posterior, static_lstm=static_lstm)
         x = torch.rand(4, 5, 1, 16, 16)
     else:
-        cfg = S3VAEConfig(modality="audio", feat_in=80, dec_widths=[32], feat_dim=16, hidden=16, z_f=8, z_t=4,
+        cfg = S3VAEConfig(modality="audio", audio_features=80, audio_width=32, feat_dim=16, hidden=16, z_f=8, z_t=4,
                           dfp_out=1, posterior=posterior, static_lstm=static_lstm)
         x = torch.randn(4, 5, 80)
     model = S3VAE(cfg)

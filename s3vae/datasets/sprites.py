@@ -19,9 +19,7 @@ frames (area interpolation) and subsample characters (the first n of each split'
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -186,32 +184,3 @@ def build_shard(layers_dir: str | Path, out: str | Path, split: str, shard: int,
             "n_characters": n_characters, "frame_size": frame_size, "rows": ROWS, "columns": COLUMNS,
             "actions": ACTIONS, "directions": DIRECTIONS, "label": "action = 3*act + dir"})
     return len(frames)
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch", help="download (or copy from the data mirror) and verify the layer sheets")
-    f.add_argument("dest")
-    f.add_argument("--mirror", default=None, help="data mirror root (default: $S3VAE_DATA_MIRROR)")
-    b = sub.add_parser("build", help="write one HDF5 clip shard")
-    b.add_argument("layers_dir")
-    b.add_argument("out")
-    b.add_argument("--split", choices=("train", "test"), required=True)
-    b.add_argument("--shard", type=int, default=0)
-    b.add_argument("--n-shards", type=int, default=1)
-    b.add_argument("--n-characters", type=int, default=None, help="first n characters of the split")
-    b.add_argument("--frame-size", type=int, default=CELL)
-    a = p.parse_args(argv)
-    try:
-        if a.cmd == "fetch":
-            fetch_layers(a.dest, a.mirror)
-        else:
-            n = build_shard(a.layers_dir, a.out, a.split, a.shard, a.n_shards, a.n_characters, a.frame_size)
-            print(f"wrote {a.out}: {n} clips")
-    except SpritesError as e:
-        sys.exit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()

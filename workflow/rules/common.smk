@@ -75,7 +75,7 @@ def dataset_cfg(dataset):
 
 # Keys of a dataset's config that only training and evaluation read: the data recipes get the rest as
 # their params, so that changing the model (or the DFP target) does not rebuild the shards.
-MODEL_ONLY_KEYS = ("model", "dfp", "dfp_sv", "dynamic_labels", "lambda_scale")
+MODEL_ONLY_KEYS = ("model", "dfp", "dfp_ground_truth", "dynamic_labels", "lambda_scale")
 
 
 def recipe_cfg(dataset):
