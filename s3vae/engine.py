@@ -86,7 +86,7 @@ def fit(name: str, data: ClipDataset, parts: dict, step: Step, ckpt: Checkpoint,
         progress: Progress, device, log=print) -> list[dict]:
     """Train from ``progress`` (``ckpt.restore``) to ``sched.epochs``; returns the per-epoch history.
     Also writes ``ckpt.dir/losses.csv`` (one row per epoch, rewritten from the history on a resume)."""
-    if len(data) < sched.batch_size:
+    if sched.drop_last and len(data) < sched.batch_size:
         raise ValueError(f"{len(data)} training clips is fewer than one batch of {sched.batch_size}")
     with open(ckpt.dir / "losses.csv", "w", newline="") as fh:
         w = csv.writer(fh)

@@ -22,10 +22,10 @@ import torch
 
 from s3vae.checkpoint import Checkpoint, TrainingInterrupted, load_checkpoint, run_key  # noqa: F401 (re-exported)
 from s3vae.data import ClipDataset
-from s3vae.engine import At, Schedule, fit
+from s3vae.engine import At, Schedule, fit, prelude
 from s3vae.losses import LossOptions, critic_fit, s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, check_literals, pick_device, resolve_amp, seed_everything
+from s3vae.utils import atomic_torch_save, check_literals, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -98,9 +98,7 @@ class Run:
 def setup(clip_shards: list[str], label_shards: dict[str, list[str]], model_cfg: S3VAEConfig, cfg: TrainConfig,
           log=print) -> Run:
     """The data (shards checked against the model), the seeded model, its optimiser and CLUB's critic fitter."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = prelude(cfg.threads, cfg.device)
     uses_dfp = cfg.lambda_dfp > 0 or cfg.lambda_adv > 0
     if cfg.lambda_mi > 0 and cfg.mi_estimator == "club" and model_cfg.mi_critic != "club":
         raise ValueError("mi_estimator 'club' needs the model's q(z_t | z_f): set model mi_critic: club")
