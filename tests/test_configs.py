@@ -226,3 +226,21 @@ def test_the_schema_blocks_of_the_judge_and_the_comparison_systems_are_their_dat
         assert set(keys(name, "train")) == fields(train_cls) - workflow_set, name
         literal_enums(model_cls, keys(name, "model"))
         literal_enums(train_cls, keys(name, "train"))
+
+
+def test_the_pseudolabel_and_evaluation_blocks_are_their_functions_parameters():
+    """Every key of ``pseudolabels.{flow,landmarks,silence}`` and ``evaluate`` is a parameter of the function
+    that reads it (flow's ``topk`` is ``k``), so no key is silently ignored."""
+    import inspect
+
+    from pseudolabels import flow, landmarks, silence
+    from s3vae.evaluation.metrics import evaluate_model
+
+    schema = yaml.safe_load(open(SCHEMA))["properties"]
+    blocks = schema["pseudolabels"]["properties"]
+    renamed = {"topk": "k"}
+    for name, fn in (("flow", flow.compute_shard), ("landmarks", landmarks.compute_shard),
+                     ("silence", silence.compute_shard)):
+        params = set(inspect.signature(fn).parameters) - {"clips_path", "out_path"}
+        assert {renamed.get(k, k) for k in blocks[name]["properties"]} == params, name
+    assert set(schema["evaluate"]["properties"]) <= set(inspect.signature(evaluate_model).parameters)
