@@ -19,7 +19,7 @@ while kill -0 "$pid" 2>/dev/null; do
     tail -n 30 "$log" 2>/dev/null || true
     pkill -TERM -P "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null; sleep 5
     pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
-    scancel -u "$(id -un)" 2>/dev/null
+    timeout 10 scancel -u "$(id -un)" 2>/dev/null
     exit 1
   fi
 done
