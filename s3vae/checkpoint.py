@@ -27,8 +27,7 @@ RUN_ONLY = ("epochs", "device", "threads", "preload", "num_workers", "amp", "cha
 
 def run_key(train_cfg, keep: tuple[str, ...] = ()) -> dict:
     """A training config's settings that change the result (``RUN_ONLY`` left out unless in ``keep``)."""
-    d = dataclasses.asdict(train_cfg) if dataclasses.is_dataclass(train_cfg) else dict(train_cfg)
-    return {k: v for k, v in d.items() if k not in RUN_ONLY or k in keep}
+    return {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in RUN_ONLY or k in keep}
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -67,6 +67,11 @@ class Schedule:
     def batches(self, n: int, g: torch.Generator) -> list[list[int]]:
         return epoch_batches(n, self.batch_size, g, self.drop_last)[:self.max_steps or None]
 
+    def steps(self, n: int) -> int:
+        """Batches in an epoch of ``n`` clips."""
+        full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return min(full, self.max_steps) if self.max_steps else full
+
 
 class At(NamedTuple):
     """Where a step is: the epoch and step (from 0), the batch's clip indices, the run's shuffling
@@ -88,11 +93,7 @@ def fit(name: str, data: ClipDataset, parts: dict, step: Step, ckpt: Checkpoint,
     Also writes ``ckpt.dir/losses.csv`` (one row per epoch, rewritten from the history on a resume)."""
     if sched.drop_last and len(data) < sched.batch_size:
         raise ValueError(f"{len(data)} training clips is fewer than one batch of {sched.batch_size}")
-    with open(ckpt.dir / "losses.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        if progress.history:
-            w.writerow(progress.history[0].keys())
-            w.writerows(r.values() for r in progress.history)
+    write_losses(ckpt.dir / "losses.csv", progress.history)
     g = torch.Generator().manual_seed(sched.seed)
     if progress.gen is not None and progress.step == 0:
         g.set_state(progress.gen)           # one generator for the run: where the last epoch left it
@@ -111,14 +112,15 @@ def train_one_epoch(name: str, data: ClipDataset, parts: dict, step: Step, ckpt:
         if isinstance(part, torch.nn.Module):
             part.train()
     t0 = time.time()
-    if epoch == progress.epoch and progress.step:   # resumed mid-epoch: the same batches, then on from there
+    resumed = epoch == progress.epoch and progress.step > 0   # mid-epoch: the same batches, then on from there
+    if resumed:
         g.set_state(progress.gen_epoch)
     elif sched.salt is not None:
         g.manual_seed(sched.seed * sched.salt + epoch)
     gen_epoch = g.get_state()
     batches = sched.batches(len(data), g)
     done, sums = 0, {}
-    if epoch == progress.epoch and progress.step:
+    if resumed:
         g.set_state(progress.gen)
         done, sums = progress.step, dict(progress.sums)
     bar = tqdm(batch_loader(data, batches[done:], sched.num_workers, sched.seed), total=len(batches) - done,
@@ -135,11 +137,7 @@ def train_one_epoch(name: str, data: ClipDataset, parts: dict, step: Step, ckpt:
             raise TrainingInterrupted(stop.signum)
     row = {"epoch": epoch + 1, **{k: v / len(batches) for k, v in sums.items()}, "seconds": round(time.time() - t0, 2)}
     history = [*progress.history, row]
-    with open(ckpt.dir / "losses.csv", "a", newline="") as fh:
-        w = csv.writer(fh)
-        if len(history) == 1:
-            w.writerow(row.keys())
-        w.writerow(row.values())
+    write_losses(ckpt.dir / "losses.csv", history)
     log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     progress = Progress(epoch + 1, 0, {}, history, None, g.get_state())
     ckpt.save(parts, progress, device)
@@ -147,6 +145,15 @@ def train_one_epoch(name: str, data: ClipDataset, parts: dict, step: Step, ckpt:
         log(f"signal {stop.signum}: saved {ckpt.path} after epoch {epoch + 1}; exiting")
         raise TrainingInterrupted(stop.signum)
     return progress
+
+
+def write_losses(path, history: list[dict]) -> None:
+    """``losses.csv``: one row per epoch, written whole from the history (a resume never duplicates rows)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        if history:
+            w.writerow(history[0].keys())
+            w.writerows(r.values() for r in history)
 
 
 def prelude(threads: int, device: str) -> torch.device:

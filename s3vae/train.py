@@ -172,7 +172,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
         f"parameters, torch threads {torch.get_num_threads()}, autocast {resolve_amp(cfg.amp, run.device)}")
     sched = Schedule(cfg.epochs, cfg.batch_size, cfg.seed, salt=100003, max_steps=cfg.max_steps_per_epoch,
                      num_workers=cfg.num_workers)
-    per_epoch = len(sched.batches(len(run.data), torch.Generator()))
+    per_epoch = sched.steps(len(run.data))
     scalars = StepLog(ckpt.dir, cfg.log_every, first_step=progress.epoch * per_epoch + progress.step)
     history = fit("s3vae", run.data, run.parts, make_step(run, cfg, ckpt, scalars, on_step), ckpt, sched, progress,
                   run.device, log)

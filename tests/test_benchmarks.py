@@ -33,8 +33,8 @@ def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
     assert not (tmp_path / "x.md").exists()
 
 
-def test_timeline_packs_overlapping_jobs_into_lanes_and_draws(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_timeline_packs_overlapping_jobs_into_lanes_and_draws(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # undone after: must not shadow the pseudolabels package
     import timeline
 
     def job(path, seconds, end):
