@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +40,7 @@ class TrainConfig(LossOptions):
     lr_schedule: Literal["constant", "cosine"] = "constant"  # App. D; cosine: lr (1 + cos(pi s / S)) / 2 at step s of S
     critic_steps: int = 5              # club: steps of q's own Adam per model step (0: one step of the model's)
     critic_lr: float = 1e-4            # club: that optimiser's learning rate
+    mi_warmup_steps: int = 0           # λ3 rises linearly from 0 over these model steps (0: constant)
     dfp_key: str = "flow_labels"       # which pseudo-label dataset L_DFP reads
     seed: int = 1
     device: str = "auto"
@@ -134,8 +135,12 @@ def make_step(run: Run, cfg: TrainConfig, ckpt: Checkpoint, scalars: "StepLog", 
         y = batch[cfg.dfp_key].to(run.device) if uses_dfp else None
         if y is not None and run.dfp_stats is not None:
             y = (y.float().flatten(2) - run.dfp_stats[0]) / run.dfp_stats[1]  # (B, T, ...) -> (B, T, D), standardised
+        opts = loss_opts
+        if cfg.mi_warmup_steps > 0:  # from the global step alone, so a resumed run continues the ramp
+            ramp = min(1.0, (at.epoch * at.per_epoch + at.step + 1) / cfg.mi_warmup_steps)
+            opts = replace(loss_opts, lambda_mi=loss_opts.lambda_mi * ramp)
         with amp:
-            loss, parts = s3vae_loss(run.model, x, y, loss_opts, dataset_size=N, fit_critic=run.fitter)
+            loss, parts = s3vae_loss(run.model, x, y, opts, dataset_size=N, fit_critic=run.fitter)
         if not torch.isfinite(loss):
             where = f"epoch {at.epoch + 1}, step {at.step + 1} (its batch: {run.data.describe(at.indices)})"
             raise FloatingPointError(nonfinite_message(parts, where, ckpt.path))

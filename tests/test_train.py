@@ -63,6 +63,27 @@ def test_a_run_with_clubs_critic_on_its_own_optimiser_resumes_to_identical_weigh
     assert all(r["mi_fit"] != 0 for r in straight["history"])    # the critic's fit is logged beside the bound
 
 
+def test_mi_warmup_ramps_lambda_mi_by_global_step_and_a_resumed_run_continues_it(shards, tmp_path, monkeypatch):
+    import s3vae.train as train_module
+
+    seen = []
+    original = train_module.s3vae_loss
+
+    def recording(model, x, y, opts, **kw):
+        seen.append(opts.lambda_mi)
+        return original(model, x, y, opts, **kw)
+
+    monkeypatch.setattr(train_module, "s3vae_loss", recording)
+    clips, labels = shards   # 24 clips, batch 8: 3 steps per epoch
+    train(clips, labels, tmp_path / "a.pt", tmp_path / "ck", MODEL, cfg(epochs=1, lambda_mi=2, mi_warmup_steps=5),
+          log=lambda *_: None)
+    assert seen == pytest.approx([0.4, 0.8, 1.2])
+    seen.clear()
+    train(clips, labels, tmp_path / "b.pt", tmp_path / "ck", MODEL, cfg(epochs=2, lambda_mi=2, mi_warmup_steps=5),
+          log=lambda *_: None)
+    assert seen == pytest.approx([1.6, 2.0, 2.0])
+
+
 def test_checkpoints_load_weights_only_and_model_round_trips(shards, tmp_path):
     clips, labels = shards
     train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=lambda *_: None)
