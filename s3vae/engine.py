@@ -83,6 +83,11 @@ class At(NamedTuple):
     gen: torch.Generator
     per_epoch: int
 
+    @property
+    def global_step(self) -> int:
+        """Steps of the run before this one (from 0)."""
+        return self.epoch * self.per_epoch + self.step
+
 
 Step = Callable[[dict, At], dict]   # one optimiser step on a batch -> the terms to log (floats)
 

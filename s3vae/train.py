@@ -137,7 +137,7 @@ def make_step(run: Run, cfg: TrainConfig, ckpt: Checkpoint, scalars: "StepLog", 
             y = (y.float().flatten(2) - run.dfp_stats[0]) / run.dfp_stats[1]  # (B, T, ...) -> (B, T, D), standardised
         opts = loss_opts
         if cfg.mi_warmup_steps > 0:  # from the global step alone, so a resumed run continues the ramp
-            ramp = min(1.0, (at.epoch * at.per_epoch + at.step + 1) / cfg.mi_warmup_steps)
+            ramp = min(1.0, (at.global_step + 1) / cfg.mi_warmup_steps)
             opts = replace(loss_opts, lambda_mi=loss_opts.lambda_mi * ramp)
         with amp:
             loss, parts = s3vae_loss(run.model, x, y, opts, dataset_size=N, fit_critic=run.fitter)
@@ -147,11 +147,11 @@ def make_step(run: Run, cfg: TrainConfig, ckpt: Checkpoint, scalars: "StepLog", 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.lr_schedule == "cosine":  # from the global step alone, so a resumed run continues it
-            frac = (at.epoch * at.per_epoch + at.step) / (cfg.epochs * at.per_epoch)
+            frac = at.global_step / (cfg.epochs * at.per_epoch)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
         opt.step()
-        scalars.add(at.epoch * at.per_epoch + at.step + 1, at.epoch + 1, parts, opt.param_groups[0]["lr"])
+        scalars.add(at.global_step + 1, at.epoch + 1, parts, opt.param_groups[0]["lr"])
         if on_step is not None:
             on_step(at.epoch, at.step, run.model, parts)
         return {k: float(parts.get(k, 0.0)) for k in LOSS_COLUMNS}
