@@ -238,18 +238,17 @@ def s3vae_loss(model, x: torch.Tensor, dfp_target: torch.Tensor | None, opts: Lo
     ``mi_grad``: the norm of L_MI's gradient at the latent samples (a saturated estimator shows as ~0).
     """
     o = opts
-    out = model(x)
+    shuffle = None
+    if o.lambda_scc > 0:  # L_SCC's positive: the same clip with its frames shuffled in time
+        B, T = x.shape[:2]
+        shuffle = torch.argsort(torch.rand(B, T, device=x.device), dim=1)      # (B, T)
+    out = model(x, shuffle=shuffle)
     rec, kl_f, kl_t = vae_loss(x, out["x_hat"], out["zf_mu"], out["zf_logvar"], out["zt_mu"],
                                out["zt_logvar"], out["pz_mu"], out["pz_logvar"], o.recon)
     total = o.recon_weight * rec + kl_f + kl_t
     parts = {"recon": rec.detach(), "kl_f": kl_f.detach(), "kl_t": kl_t.detach()}
     if o.lambda_scc > 0:
-        # positive: the same clip with its frames shuffled in time. The frame encoder acts per frame,
-        # so the shuffled clip's features are the permuted features; only LSTM_f runs again.
-        B, T = x.shape[:2]
-        perm = torch.argsort(torch.rand(B, T, device=x.device), dim=1)          # (B, T)
-        feats_pos = out["feats"].gather(1, perm[..., None].expand_as(out["feats"]))
-        mu_pos, logvar_pos, _ = model.static_posterior(feats_pos)
+        mu_pos, logvar_pos = out["zf_pos_mu"], out["zf_pos_logvar"]
         if o.scc_on == "means":
             zf, zf_pos = out["zf_mu"], mu_pos
         else:

@@ -319,12 +319,24 @@ class S3VAE(nn.Module):
             g, _ = self.rnn_t(u)
         return self.zt_head(g)
 
-    def encode(self, x: torch.Tensor, sample_zf: bool = False) -> dict[str, torch.Tensor]:
+    def encode(self, x: torch.Tensor, sample_zf: bool = False, shuffle: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
         """Posterior parameters. ``sample_zf``: also draw z_f (DSVAE-full conditions q(z_t) on that
-        draw); otherwise q(z_t) is conditioned on z_f's mean (evaluation)."""
+        draw); otherwise q(z_t) is conditioned on z_f's mean (evaluation). ``shuffle`` (B, T), a frame
+        order per clip: also q(z_f) of the reordered clips (L_SCC's positives), as ``zf_pos_mu`` and
+        ``zf_pos_logvar``. The frame encoder acts per frame, so their features are the reordered
+        features; LSTM_f reads both batches in one call (one pass costs less than two on CPU)."""
         feats = self.frame_features(x)
-        zf_mu, zf_logvar, h = self.static_posterior(feats)
-        out = {"feats": feats, "zf_mu": zf_mu, "zf_logvar": zf_logvar}
+        out = {"feats": feats}
+        if shuffle is None:
+            zf_mu, zf_logvar, h = self.static_posterior(feats)
+        else:
+            B = feats.shape[0]
+            reordered = feats.gather(1, shuffle[..., None].expand_as(feats))
+            mu, logvar, h = self.static_posterior(torch.cat([feats, reordered]))
+            zf_mu, zf_logvar, h = mu[:B], logvar[:B], h[:B]
+            out["zf_pos_mu"], out["zf_pos_logvar"] = mu[B:], logvar[B:]
+        out["zf_mu"], out["zf_logvar"] = zf_mu, zf_logvar
         zf = reparameterize(zf_mu, zf_logvar) if sample_zf else zf_mu
         if sample_zf:
             out["zf"] = zf
@@ -363,9 +375,10 @@ class S3VAE(nn.Module):
             return (self.cfg.audio_features,)
         return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Everything the losses of eq. 5-9 need, for clips x (B, T, C, H, W) in [0, 1]."""
-        out = self.encode(x, sample_zf=True)
+    def forward(self, x: torch.Tensor, shuffle: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Everything the losses of eq. 5-9 need, for clips x (B, T, C, H, W) in [0, 1]; ``shuffle``: as in
+        ``encode``, for L_SCC."""
+        out = self.encode(x, sample_zf=True, shuffle=shuffle)
         out["zt"] = reparameterize(out["zt_mu"], out["zt_logvar"])
         out["pz_mu"], out["pz_logvar"] = self.prior(out["zt"])
         out["x_hat"] = self.decode(out["zf"], out["zt"])

@@ -25,7 +25,7 @@ from s3vae.data import ClipDataset
 from s3vae.engine import At, Schedule, fit, prelude
 from s3vae.losses import LossOptions, critic_fit, s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import atomic_torch_save, check_literals, resolve_amp, seed_everything
+from s3vae.utils import adam, atomic_torch_save, check_literals, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -118,7 +118,7 @@ def setup(clip_shards: list[str], label_shards: dict[str, list[str]], model_cfg:
     if cfg.lambda_mi > 0 and cfg.mi_estimator == "club" and cfg.critic_steps > 0:
         fitter = CriticFitter(model, cfg.critic_steps, cfg.critic_lr, cfg.mi_pairs)
     critic = set(fitter.params) if fitter else set()
-    opt = torch.optim.Adam([p for p in model.parameters() if p not in critic], lr=cfg.lr, betas=(0.9, 0.999))
+    opt = adam([p for p in model.parameters() if p not in critic], lr=cfg.lr)
     return Run(data, [*clip_shards, *label_files], model, opt, fitter, device, dfp_stats)
 
 
@@ -211,7 +211,7 @@ class CriticFitter:
     def __init__(self, model: S3VAE, steps: int, lr: float, pairs: str):
         self.model, self.steps, self.pairs = model, steps, pairs
         self.params = list(model.critic.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.opt = adam(self.params, lr=lr)
 
     def __call__(self, zf: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():

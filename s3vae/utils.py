@@ -29,6 +29,15 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam as every trainer uses it: the fused kernel (one pass over all parameters per step) where the
+    parameters' device has one (CPU, CUDA), else the multi-tensor one. Same update rule either way."""
+    params = list(params)
+    dev = {p.device.type for p in params}
+    fused = dev <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -26,6 +26,26 @@ def test_forward_shapes():
     assert m.sample_zt(3, 7).shape == (3, 7, 4)
 
 
+
+@pytest.mark.parametrize("static_lstm", ["forward", "bidirectional"])
+def test_scc_positives_from_one_lstm_pass_equal_a_separate_pass_over_the_shuffled_clip(static_lstm):
+    """encode(x, shuffle=perm) runs LSTM_f once over the clips and their reordered copies; the result must be
+    what two passes give: the clips' own posteriors unchanged, the positives those of the shuffled clips."""
+    torch.manual_seed(0)
+    m = S3VAE(tiny_cfg(static_lstm=static_lstm)).double().eval()
+    x = torch.rand(5, 7, 3, 16, 16, dtype=torch.float64)
+    perm = torch.argsort(torch.rand(5, 7), dim=1)
+    assert not (perm == torch.arange(7)).all()
+    with torch.no_grad():
+        both = m.encode(x, shuffle=perm)
+        alone = m.encode(x)
+        shuffled = m.encode(x[torch.arange(5)[:, None], perm])  # the clips with their frames reordered
+    for k in ("zf_mu", "zf_logvar", "zt_mu", "zt_logvar"):
+        assert torch.allclose(both[k], alone[k], atol=1e-12), k
+    assert torch.allclose(both["zf_pos_mu"], shuffled["zf_mu"], atol=1e-12)
+    assert torch.allclose(both["zf_pos_logvar"], shuffled["zf_logvar"], atol=1e-12)
+    assert not torch.allclose(both["zf_pos_mu"], both["zf_mu"])  # the order reaches z_f before training
+
 def test_table4_widths_give_the_paper_sizes():
     m = S3VAE(S3VAEConfig())  # 64x64, Table 4, (d_zf, d_zt) = (256, 32)
     x = torch.rand(1, 2, 3, 64, 64)

@@ -284,3 +284,25 @@ def test_judge_trains_on_random_frames_and_blur_and_reports_blurred_accuracy(sha
         train_judge(clips, clips, tmp_path / "j.pt", tmp_path / "j.json",
                     JudgeConfig(channels=3, image_size=16, frames=5, heads={"action": 9}, width=8),
                     epochs=1, train_frames=2, log=lambda *_: None)
+
+
+def test_every_trainers_adam_is_the_fused_kernel_on_cpu_with_the_same_update():
+    """utils.adam (all five trainers) takes the fused kernel where it exists; its steps match torch's default Adam."""
+    from s3vae.utils import adam
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    b.load_state_dict(a.state_dict())
+    w0 = a.weight.detach().clone()
+    oa, ob = adam(a.parameters(), lr=1e-2, betas=(0.5, 0.999), weight_decay=1e-3), \
+        torch.optim.Adam(b.parameters(), lr=1e-2, betas=(0.5, 0.999), weight_decay=1e-3)
+    assert oa.param_groups[0]["fused"] is True and not ob.param_groups[0]["fused"]
+    x = torch.randn(8, 6)
+    for _ in range(5):
+        for m, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert not torch.allclose(a.weight, w0)  # they moved

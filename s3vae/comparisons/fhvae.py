@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from s3vae.data import ClipDataset
 from s3vae.engine import At, fit_system, prelude
 from s3vae.model import reparameterize
-from s3vae.utils import load_trained, seed_everything
+from s3vae.utils import adam, load_trained, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -145,7 +145,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: FH
     cfg = FHVAEConfig(**{**asdict(cfg), "n_sequences": int(seq.max()) + 1})
     seed_everything(tcfg.seed)
     model = FHVAE(cfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    opt = adam(model.parameters(), lr=tcfg.lr)
     seq_t, n_seg_t = torch.as_tensor(seq), torch.as_tensor(n_seg, dtype=torch.float32)
 
     def step(b: dict, at: At) -> dict:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from s3vae.data import ClipDataset
 from s3vae.engine import At, fit_system, prelude
-from s3vae.utils import load_trained, seed_everything
+from s3vae.utils import adam, load_trained, seed_everything
 
 
 @dataclass
@@ -195,10 +195,10 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
     data = ClipDataset(clip_shards, preload=tcfg.preload)
     seed_everything(tcfg.seed)
     model = MoCoGAN(cfg).to(dev)
-    opt_g = torch.optim.Adam([*model.generator.parameters(), *model.motion.parameters()], lr=tcfg.lr,
-                             betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
-    opt_d = torch.optim.Adam([*model.d_image.parameters(), *model.d_video.parameters()], lr=tcfg.lr,
-                             betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
+    opt_g = adam([*model.generator.parameters(), *model.motion.parameters()], lr=tcfg.lr,
+                 betas=tcfg.betas, weight_decay=tcfg.weight_decay)
+    opt_d = adam([*model.d_image.parameters(), *model.d_video.parameters()], lr=tcfg.lr,
+                 betas=tcfg.betas, weight_decay=tcfg.weight_decay)
     names = list(cfg.labels)
 
     def step(b: dict, at: At) -> dict:

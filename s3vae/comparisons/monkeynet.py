@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from s3vae.data import ClipDataset
 from s3vae.engine import At, fit_system, prelude
-from s3vae.utils import load_trained, seed_everything
+from s3vae.utils import adam, load_trained, seed_everything
 
 
 @dataclass
@@ -297,7 +297,7 @@ def train(clip_shards: list[str], out: str | Path, ckpt_dir: str | Path, cfg: Mo
     data = ClipDataset(clip_shards, preload=tcfg.preload)
     seed_everything(tcfg.seed)
     model = MonkeyNet(cfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas))
+    opt = adam(model.parameters(), lr=tcfg.lr, betas=tcfg.betas)
 
     def step(b: dict, at: At) -> dict:
         source, driving = frame_pairs(b["frames"], at.gen)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from s3vae.checkpoint import Checkpoint
 from s3vae.data import ClipDataset, batch_of, index_batches
 from s3vae.engine import At, Schedule, fit, prelude
-from s3vae.utils import atomic_torch_save, check_literals, load_trained, seed_everything
+from s3vae.utils import adam, atomic_torch_save, check_literals, load_trained, seed_everything
 
 # --- judge ------------------------------------------------------------------------------------
 FrameNet = Literal["strided", "vgg"]
@@ -134,7 +134,7 @@ def train_judge(train_shards, test_shards, out, metrics_out, cfg: JudgeConfig, e
     train_data = ClipDataset(train_shards, preload=True)
     test_data = ClipDataset(test_shards, preload=True)
     judge = Judge(cfg).to(dev)
-    opt = torch.optim.Adam(judge.parameters(), lr=lr)
+    opt = adam(judge.parameters(), lr=lr)
 
     def step(b: dict, at: At) -> dict:
         x = b["frames"]
