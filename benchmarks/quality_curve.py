@@ -20,6 +20,10 @@ dataset's judge:
   (``s3vae.evaluation.verification.dynamic_content``; the test pseudo-labels must be built);
 * the training losses of the last K steps (recon, KL_f, KL_t, SCC, DFP, MI, ...) and steps/s.
 
+``--ema D ...`` also scores moving averages of the weights (``s3vae.utils.WeightAverage``, as
+``train.ema_decay`` keeps them) beside the trained ones, ``ema<D>_`` columns: a paired comparison from
+one run, whose trajectory they do not change.
+
 Training time excludes scoring time. Prints the table, writes ``benchmarks/curves/<name>.csv`` and a PNG,
 and the same scalars to TensorBoard (``tensorboard --logdir benchmarks/runs``).
 """
@@ -47,7 +51,7 @@ from s3vae.evaluation.metrics import generate, swap_partners  # noqa: E402
 from s3vae.evaluation.verification import dynamic_content, speaker_verification  # noqa: E402
 from s3vae.model import S3VAEConfig  # noqa: E402
 from s3vae.train import TrainConfig, train  # noqa: E402
-from s3vae.utils import from_dict  # noqa: E402
+from s3vae.utils import WeightAverage, from_dict  # noqa: E402
 
 
 class Budget(Exception):
@@ -133,6 +137,8 @@ def main(argv=None):
     p.add_argument("--n-eval", type=int, default=512, help="test clips scored")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the config's)")
     p.add_argument("--set", nargs="*", default=[], help="overrides: train.KEY=V model.KEY=V variant.KEY=V")
+    p.add_argument("--ema", nargs="*", type=float, default=[],
+                   help="also score exponential moving averages of the weights with these decays (ema<D>_ columns)")
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
 
@@ -177,9 +183,12 @@ def main(argv=None):
 
     tb = SummaryWriter(str(ROOT / "benchmarks/runs" / name))  # judge scores beside the losses
     rows, window, losses, clock = [], [], {}, {"train": 0.0, "t0": time.time()}
+    averages = {}  # decay -> WeightAverage of the trained weights, beside them (the run itself is unchanged)
 
     def on_step(epoch, step, model, parts):
         now = time.time()
+        for d in a.ema:
+            averages.setdefault(d, WeightAverage(model, d)).update(model)
         clock["train"] += now - clock["t0"]
         window.append(now)
         for k, v in parts.items():
@@ -189,6 +198,7 @@ def main(argv=None):
             sps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else float("nan")
             row = {"step": steps, "minutes": round(clock["train"] / 60, 2), "steps_per_s": round(sps, 2),
                    **scores(model),
+                   **{f"ema{d:g}_{k}": v for d, avg in averages.items() for k, v in scores(avg.module).items()},
                    **{k: round(float(np.mean(v)), 3) for k, v in losses.items()}}
             rows.append(row)
             for k, v in row.items():

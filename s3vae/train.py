@@ -25,7 +25,7 @@ from s3vae.data import ClipDataset
 from s3vae.engine import At, Schedule, fit, prelude
 from s3vae.losses import LossOptions, critic_fit, s3vae_loss
 from s3vae.model import S3VAE, S3VAEConfig
-from s3vae.utils import adam, atomic_torch_save, check_literals, resolve_amp, seed_everything
+from s3vae.utils import WeightAverage, adam, atomic_torch_save, check_literals, resolve_amp, seed_everything
 
 LOSS_COLUMNS = ("loss", "recon", "kl_f", "kl_t", "scc", "dfp", "mi", "mi_grad", "mi_fit", "adv", "conf")
 
@@ -41,6 +41,7 @@ class TrainConfig(LossOptions):
     critic_steps: int = 5              # club: steps of q's own Adam per model step (0: one step of the model's)
     critic_lr: float = 1e-4            # club: that optimiser's learning rate
     mi_warmup_steps: int = 0           # λ3 rises linearly from 0 over these model steps (0: constant)
+    ema_decay: float = 0.0             # >0: the saved model is this moving average of the weights (0: the last step's)
     dfp_key: str = "flow_labels"       # which pseudo-label dataset L_DFP reads
     seed: int = 1
     device: str = "auto"
@@ -87,13 +88,21 @@ class Run:
     fitter: "CriticFitter | None"
     device: torch.device
     dfp_stats: tuple | None
+    average: WeightAverage | None = None
 
     @property
     def parts(self) -> dict:
         parts = {"model": self.model, "optimizer": self.opt}
         if self.fitter:
             parts["critic_optimizer"] = self.fitter.opt
+        if self.average:
+            parts["weight_average"] = self.average
         return parts
+
+    @property
+    def result(self) -> S3VAE:
+        """The weights a run yields: the moving average where ``ema_decay`` is set, else the last step's."""
+        return self.average.module if self.average else self.model
 
 
 def setup(clip_shards: list[str], label_shards: dict[str, list[str]], model_cfg: S3VAEConfig, cfg: TrainConfig,
@@ -119,7 +128,8 @@ def setup(clip_shards: list[str], label_shards: dict[str, list[str]], model_cfg:
         fitter = CriticFitter(model, cfg.critic_steps, cfg.critic_lr, cfg.mi_pairs)
     critic = set(fitter.params) if fitter else set()
     opt = adam([p for p in model.parameters() if p not in critic], lr=cfg.lr)
-    return Run(data, [*clip_shards, *label_files], model, opt, fitter, device, dfp_stats)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    return Run(data, [*clip_shards, *label_files], model, opt, fitter, device, dfp_stats, average)
 
 
 def make_step(run: Run, cfg: TrainConfig, ckpt: Checkpoint, scalars: "StepLog", on_step=None):
@@ -151,6 +161,8 @@ def make_step(run: Run, cfg: TrainConfig, ckpt: Checkpoint, scalars: "StepLog", 
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
         opt.step()
+        if run.average:
+            run.average.update(run.model)
         scalars.add(at.global_step + 1, at.epoch + 1, parts, opt.param_groups[0]["lr"])
         if on_step is not None:
             on_step(at.epoch, at.step, run.model, parts)
@@ -182,7 +194,7 @@ def train(clip_shards: list[str], label_shards: dict[str, list[str]], out: str |
     history = fit("s3vae", run.data, run.parts, make_step(run, cfg, ckpt, scalars, on_step), ckpt, sched, progress,
                   run.device, log)
     scalars.close()
-    final = {"model": run.model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
+    final = {"model": run.result.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
              "history": history, "dataset_size": len(run.data)}
     atomic_torch_save(final, out)
     return final

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -36,6 +37,36 @@ def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> to
     dev = {p.device.type for p in params}
     fused = dev <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and float buffers (Polyak averaging): after each
+    optimiser step, ``avg = decay * avg + (1 - decay) * current``. ``module`` is the averaged copy."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """The first update copies the weights (the average starts at the first step's, not the initial ones)."""
+        self.updates += 1
+        if self.updates == 1:
+            self.module.load_state_dict(model.state_dict())
+            return
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - self.decay)
+        for a, c in pairs:
+            if not a.is_floating_point():  # step counters
+                a.copy_(c)
+
+    def state_dict(self) -> dict:
+        return {"weights": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["weights"])
+        self.updates = state["updates"]
 
 
 def seed_everything(seed: int) -> None:

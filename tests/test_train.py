@@ -84,6 +84,35 @@ def test_mi_warmup_ramps_lambda_mi_by_global_step_and_a_resumed_run_continues_it
     assert seen == pytest.approx([1.6, 2.0, 2.0])
 
 
+def test_ema_decay_saves_the_moving_average_of_the_weights_and_a_resumed_run_continues_it(shards, tmp_path):
+    """With ``ema_decay`` the model written is avg_1 = w_1, avg_k = d avg_(k-1) + (1 - d) w_k over the steps'
+    weights (floats; BatchNorm statistics included), and a run resumed after epoch 1 writes the same one."""
+    clips, labels = shards
+    d, seen = 0.7, []
+
+    def record(epoch, step, model, parts):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    straight = train(clips, labels, tmp_path / "a.pt", tmp_path / "ck_a", MODEL, cfg(epochs=2, ema_decay=d),
+                     log=lambda *_: None, on_step=record)
+    assert len(seen) == 6                                         # 24 clips, batch 8, 2 epochs
+    expected = {k: v.clone() for k, v in seen[0].items()}
+    for w in seen[1:]:
+        for k, v in w.items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v
+    for k, v in straight["model"].items():
+        assert torch.allclose(v.float(), expected[k].float(), atol=1e-6), k
+    moved = [k for k, v in straight["model"].items() if v.is_floating_point() and not torch.equal(v, seen[-1][k])]
+    assert moved                                                  # not the last step's weights
+    train(clips, labels, tmp_path / "b1.pt", tmp_path / "ck_b", MODEL, cfg(epochs=1, ema_decay=d), log=lambda *_: None)
+    resumed = train(clips, labels, tmp_path / "b.pt", tmp_path / "ck_b", MODEL, cfg(epochs=2, ema_decay=d),
+                    log=lambda *_: None)
+    for k, v in straight["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    loaded = load_model(tmp_path / "a.pt").state_dict()                # what evaluation reads
+    assert all(torch.equal(loaded[k], v) for k, v in straight["model"].items())
+
+
 def test_checkpoints_load_weights_only_and_model_round_trips(shards, tmp_path):
     clips, labels = shards
     train(clips, labels, tmp_path / "m.pt", tmp_path / "ck", MODEL, cfg(epochs=1), log=lambda *_: None)
