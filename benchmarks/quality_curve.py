@@ -188,7 +188,9 @@ def main(argv=None):
     def on_step(epoch, step, model, parts):
         now = time.time()
         for d in a.ema:
-            averages.setdefault(d, WeightAverage(model, d)).update(model)
+            if d not in averages:  # made once: setdefault would deep-copy the model every step
+                averages[d] = WeightAverage(model, d)
+            averages[d].update(model)
         clock["train"] += now - clock["t0"]
         window.append(now)
         for k, v in parts.items():
