@@ -40,8 +40,9 @@ def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> to
 
 
 class WeightAverage:
-    """An exponential moving average of a model's weights and float buffers (Polyak averaging): after each
-    optimiser step, ``avg = decay * avg + (1 - decay) * current``. ``module`` is the averaged copy."""
+    """An exponential moving average of a model's weights and float buffers (Polyak averaging), bias-corrected
+    as Adam's moments are: after the k-th optimiser step, avg_k = sum_i decay^(k-i) w_i / sum_i decay^(k-i),
+    so a run of few steps averages its own steps, never the initial weights. ``module`` is the averaged copy."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay, self.updates = decay, 0
@@ -49,14 +50,15 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        """The first update copies the weights (the average starts at the first step's, not the initial ones)."""
+        """avg_k = avg_(k-1) + t_k (w_k - avg_(k-1)), t_k = (1 - decay) / (1 - decay^k); t_1 = 1: a copy."""
         self.updates += 1
         if self.updates == 1:
             self.module.load_state_dict(model.state_dict())
             return
+        weight = (1.0 - self.decay) / (1.0 - self.decay ** self.updates)
         pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
         floats = [(a, c) for a, c in pairs if a.is_floating_point()]
-        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - self.decay)
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
         for a, c in pairs:
             if not a.is_floating_point():  # step counters
                 a.copy_(c)

@@ -85,8 +85,9 @@ def test_mi_warmup_ramps_lambda_mi_by_global_step_and_a_resumed_run_continues_it
 
 
 def test_ema_decay_saves_the_moving_average_of_the_weights_and_a_resumed_run_continues_it(shards, tmp_path):
-    """With ``ema_decay`` the model written is avg_1 = w_1, avg_k = d avg_(k-1) + (1 - d) w_k over the steps'
-    weights (floats; BatchNorm statistics included), and a run resumed after epoch 1 writes the same one."""
+    """With ``ema_decay`` the model written is the bias-corrected average sum_k d^(K-k) w_k / sum_k d^(K-k) of
+    the K steps' weights (floats; BatchNorm statistics included), and a run resumed after epoch 1 writes the
+    same one."""
     clips, labels = shards
     d, seen = 0.7, []
 
@@ -96,10 +97,10 @@ def test_ema_decay_saves_the_moving_average_of_the_weights_and_a_resumed_run_con
     straight = train(clips, labels, tmp_path / "a.pt", tmp_path / "ck_a", MODEL, cfg(epochs=2, ema_decay=d),
                      log=lambda *_: None, on_step=record)
     assert len(seen) == 6                                         # 24 clips, batch 8, 2 epochs
-    expected = {k: v.clone() for k, v in seen[0].items()}
-    for w in seen[1:]:
-        for k, v in w.items():
-            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v
+    K = len(seen)
+    norm = sum(d ** (K - 1 - i) for i in range(K))
+    expected = {k: (sum(d ** (K - 1 - i) * w[k].double() for i, w in enumerate(seen)) / norm
+                    if v.is_floating_point() else v) for k, v in seen[-1].items()}
     for k, v in straight["model"].items():
         assert torch.allclose(v.float(), expected[k].float(), atol=1e-6), k
     moved = [k for k, v in straight["model"].items() if v.is_floating_point() and not torch.equal(v, seen[-1][k])]
