@@ -50,11 +50,8 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        """avg_k = avg_(k-1) + t_k (w_k - avg_(k-1)), t_k = (1 - decay) / (1 - decay^k); t_1 = 1: a copy."""
+        """avg_k = avg_(k-1) + t_k (w_k - avg_(k-1)), t_k = (1 - decay) / (1 - decay^k): t_1 = 1 copies w_1."""
         self.updates += 1
-        if self.updates == 1:
-            self.module.load_state_dict(model.state_dict())
-            return
         weight = (1.0 - self.decay) / (1.0 - self.decay ** self.updates)
         pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
         floats = [(a, c) for a, c in pairs if a.is_floating_point()]
